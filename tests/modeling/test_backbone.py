@@ -371,3 +371,126 @@ def test_build_backbone_reads_config_and_loads_weights(tmp_path):
     assert model.layer2[0].conv1.weight.requires_grad
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         build_backbone(types.SimpleNamespace(**{**vars(cfg), "pretrained": "missing.pth"}))
+
+
+# ---------------------------------------------------------------- deformable stages
+# These need the compiled ops (dcn_det.ops); they import them inside the test so the rest of
+# the file runs without the extension, but fail (not skip) when it is missing.
+
+DEFORM = dict(deform_stages=["res3", "res4", "res5"], deform_offset_groups=4)
+
+
+def _deform_classes():
+    from dcn_det.ops import DeformConv2d, ModulatedDeformConv2d
+    return DeformConv2d, ModulatedDeformConv2d
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+@pytest.mark.parametrize("modulated", [False, True])
+def test_deform_stages_build_the_right_convs(depth, modulated):
+    deform_cls = _deform_classes()[1 if modulated else 0]
+    model = tiny(depth=depth, deform_modulated=modulated, deform_offset_lr_mult=0.1,
+                 deform_stages=["res4", "res5"], deform_offset_groups=4, res5_dilation=2)
+    maps_per_tap = 3 if modulated else 2
+    for name, stage in model.stages():
+        for block in stage:
+            if name in ("res4", "res5"):
+                assert type(block.conv2) is deform_cls, name
+                assert block.conv2.conv_offset.out_channels == maps_per_tap * 4 * 9
+                assert block.conv2.conv_offset.lr_mult == 0.1
+                assert not block.conv2.conv_offset.weight.any()
+                assert not block.conv2.conv_offset.bias.any()
+            else:
+                assert type(block.conv2) is nn.Conv2d, name
+            # Only conv2 is ever deformable; in a BasicBlock conv1 keeps the stride.
+            assert type(block.conv1) is nn.Conv2d
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+@pytest.mark.parametrize("modulated", [False, True])
+def test_zero_offsets_equal_the_plain_backbone(depth, modulated):
+    """With zero offsets a deformable conv is its plain conv. A modulated one also has mask
+    sigmoid(0) = 0.5, i.e. it equals a plain conv with half the weight (the convs are
+    bias-free), so the plain twin gets conv2.weight * 0.5 in the deformable stages."""
+    common = dict(depth=depth, res5_dilation=2, freeze_at=0)
+    deform = tiny(deform_modulated=modulated, **DEFORM, **common).double().eval()
+    plain = tiny(**common).double().eval()
+    randomize_norms(deform)
+    state = {k: v for k, v in deform.state_dict().items() if ".conv_offset." not in k}
+    if modulated:
+        for name, stage in deform.stages():
+            if name in DEFORM["deform_stages"]:
+                for b in range(len(stage)):
+                    key = f"layer{int(name[-1]) - 1}.{b}.conv2.weight"
+                    state[key] = state[key] * 0.5
+    plain.load_state_dict(state, strict=True)
+    x = torch.randn(2, 3, 32, 48, dtype=torch.float64)
+    with torch.no_grad():
+        got, want = deform(x), plain(x)
+    for name in ("res4", "res5"):
+        assert want[name].abs().max() > 1e-3  # a non-trivial comparison
+        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("modulated", [False, True])
+def test_gradients_reach_the_offset_convs(modulated):
+    model = tiny(deform_modulated=modulated, deform_stages=["res4", "res5"],
+                 deform_offset_groups=2, res5_dilation=2).double()
+    randomize_norms(model)
+    x = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    probe = {k: torch.randn(1, c, 2, 2, dtype=torch.float64)
+             for k, c in model.out_channels.items()}
+
+    def loss_and_grads():
+        model.zero_grad(set_to_none=True)
+        out = model(x)
+        sum((out[k] * probe[k]).sum() for k in out).backward()
+        return out, {n: p.grad for n, p in model.named_parameters() if "conv_offset" in n}
+
+    out0, grads = loss_and_grads()
+    assert len(grads) == 2 * (2 + 2)  # weight and bias of 4 blocks' offset convs
+    # Zero-initialised offset convs still receive a gradient: d(out)/d(offset) is the image
+    # gradient of the sampled input, which is non-zero on a random input.
+    for name, g in grads.items():
+        if name.endswith("weight"):
+            assert g is not None and g.abs().max() > 0, name
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "conv_offset" in name and name.endswith("weight"):
+                p.normal_(0, 0.05)
+    out1, grads = loss_and_grads()
+    assert (out1["res5"] - out0["res5"]).abs().max() > 1e-6  # offsets now move samples
+    for name, g in grads.items():
+        assert g is not None and torch.isfinite(g).all() and g.abs().max() > 0, name
+
+
+@pytest.mark.parametrize("modulated", [False, True])
+def test_torchvision_weights_into_a_deformable_backbone(tmp_path, modulated):
+    sd = torchvision_resnet_state_dict(50)
+    torch.save(sd, tmp_path / "tv.pth")
+    model = ResNet(depth=50, stride_in_1x1=False, deform_modulated=modulated,
+                   res5_dilation=2, **DEFORM, **TINY)
+    report = load_pretrained(model, str(tmp_path / "tv.pth"))
+    offset_keys = sorted(k for k in model.state_dict() if ".conv_offset." in k)
+    assert len(offset_keys) == 2 * (4 + 6 + 3)
+    assert sorted(report.expected_missing) == offset_keys
+    assert report.missing == [] and report.unexpected == []
+    # The main weight of the deformable conv2 has torchvision's name and gets its value.
+    torch.testing.assert_close(model.layer3[5].conv2.weight.detach(),
+                               sd["layer3.5.conv2.weight"], rtol=0, atol=0)
+    for key in offset_keys:
+        assert not model.state_dict()[key].any(), key
+
+
+def test_build_backbone_with_modulated_deformable_res5():
+    _, modulated_cls = _deform_classes()
+    cfg = types.SimpleNamespace(
+        depth=50, width_mult=0.125, stride_in_1x1=True, norm="frozen_bn", gn_groups=32,
+        freeze_at=2, res5_dilation=2, deform_stages=["res5"], deform_modulated=True,
+        deform_offset_groups=4, deform_offset_lr_mult=0.5, pretrained="")
+    model = build_backbone(cfg)
+    assert all(type(b.conv2) is modulated_cls for b in model.layer4)
+    assert all(type(b.conv2) is nn.Conv2d for b in model.layer3)
+    assert model.layer4[0].conv2.conv_offset.lr_mult == 0.5
+    out = model(torch.randn(1, 3, 32, 32))
+    assert out["res5"].shape == (1, 256, 2, 2)
