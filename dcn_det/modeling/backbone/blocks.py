@@ -10,6 +10,7 @@ convs' names (``layerX.Y.conv2.conv_offset``) and the offset visualisation treat
 alike, and its offsets are predicted at the block's output resolution. In a BasicBlock the
 stride (first block of a stage) stays on ``conv1``, which remains a plain conv.
 """
+from dataclasses import dataclass
 from typing import Optional
 
 from torch import nn
@@ -17,24 +18,20 @@ from torch import nn
 from dcn_det.modeling.layers import get_norm
 
 
+@dataclass(frozen=True)
 class DeformSpec:
     """How to build a deformable 3x3 conv: the variant and its settings.
 
-    Args:
+    Attributes:
         modulated: True for ModulatedDeformConv2d (DCNv2), False for DeformConv2d (DCNv1).
         offset_groups: offset groups G (must divide the conv's input channels).
         offset_lr_mult: learning-rate multiplier for the offset conv (read by the optimizer
             builder from ``conv_offset.lr_mult``).
     """
 
-    def __init__(self, modulated: bool, offset_groups: int, offset_lr_mult: float):
-        self.modulated = bool(modulated)
-        self.offset_groups = int(offset_groups)
-        self.offset_lr_mult = float(offset_lr_mult)
-
-    def __repr__(self) -> str:
-        return (f"DeformSpec(modulated={self.modulated}, offset_groups={self.offset_groups}, "
-                f"offset_lr_mult={self.offset_lr_mult})")
+    modulated: bool
+    offset_groups: int
+    offset_lr_mult: float
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int, dilation: int,

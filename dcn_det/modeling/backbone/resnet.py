@@ -100,7 +100,8 @@ class ResNet(nn.Module):
         channels: Dict[str, int] = {"stem": stem_width}
         strides: Dict[str, int] = {"stem": 4}
 
-        deform = DeformSpec(deform_modulated, deform_offset_groups, deform_offset_lr_mult)
+        deform = DeformSpec(modulated=bool(deform_modulated), offset_groups=deform_offset_groups,
+                            offset_lr_mult=float(deform_offset_lr_mult))
         in_channels, stride_so_far = stem_width, 4
         for i in range(1, last + 1):
             name = STAGE_NAMES[i]
