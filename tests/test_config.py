@@ -289,6 +289,7 @@ def _custom_config():
         "solver.steps=[10, 20]", "solver.base_lr=0.02", "data.min_size_train=[480, 512, 544]",
         "data.train.splits=[2007/trainval]", "model.rpn.smooth_l1_beta=0.1111111111111111",
         "runtime.output_dir='123'", "model.pixel_mean=[0.1, 0.2, 0.3]",
+        "solver.warmup_factor=1e-12", "data.test.root='true'",  # dumped as 1.0e-12 and 'true'
     ])
 
 
@@ -300,6 +301,7 @@ def test_dump_round_trip(tmp_path):
     back = load_config(str(path))
     assert back == cfg and back != Config()
     assert back.runtime.output_dir == "123"  # quoted, so it stays a string
+    assert back.data.test.root == "true" and back.solver.warmup_factor == 1e-12
     assert yaml.safe_load(text)["solver"]["steps"] == [10, 20]
 
 

@@ -11,7 +11,7 @@ length where the schema fixes one. Missing keys keep their defaults.
 import difflib
 import re
 from dataclasses import fields, is_dataclass
-from typing import Any, Dict, Literal, Tuple, get_args, get_origin, get_type_hints
+from typing import Any, Dict, Literal, Optional, Tuple, get_args, get_origin, get_type_hints
 
 from .schema import Config
 
@@ -154,7 +154,8 @@ def _arg_name(tp: Any) -> str:
     return tp.__name__
 
 
-def config_from_dict(data: Dict[str, Any], origins: Origins = None, source: str = "<dict>") -> Config:
+def config_from_dict(data: Dict[str, Any], origins: Optional[Origins] = None,
+                     source: str = "<dict>") -> Config:
     """Builds a validated ``Config`` from nested plain dicts (e.g. one stored in a checkpoint).
 
     Args:

@@ -50,7 +50,8 @@ def read_yaml(path: str) -> Dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(
-            f"{_show(path)}: the top level must be a mapping of sections, got {type(data).__name__}")
+            f"{_show(path)}: the top level must be a mapping of sections, "
+            f"got {type(data).__name__}")
     return data
 
 
@@ -85,13 +86,15 @@ def _load_tree(path: str, stack: List[str]) -> Tuple[Dict[str, Any], Origins]:
     if not os.path.isfile(path):
         if len(stack) == 1:
             raise ConfigError(f"config file not found: {_show(path)}")
-        raise ConfigError(f"_base_ file not found: {_show(path)} (included by {_chain(stack[:-1])})")
+        raise ConfigError(
+            f"_base_ file not found: {_show(path)} (included by {_chain(stack[:-1])})")
     data = read_yaml(path)
     bases = data.pop(BASE_KEY, [])
     if isinstance(bases, str):
         bases = [bases]
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise ConfigError(f"{_show(path)}: {BASE_KEY} must be a path or a list of paths, got {bases!r}")
+        raise ConfigError(
+            f"{_show(path)}: {BASE_KEY} must be a path or a list of paths, got {bases!r}")
     merged: Dict[str, Any] = {}
     origins: Origins = {}
     for base in bases:

@@ -27,6 +27,7 @@ def _plain(value: Any) -> Any:
 
 
 Stage = Literal["res2", "res3", "res4", "res5"]
+DeformStage = Literal["res3", "res4", "res5"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class BackboneConfig(_Section):
     gn_groups: int = 32  # number of groups when norm is "gn"
     freeze_at: int = 2  # 0 = nothing frozen, 1 = stem, 2 = stem+res2, ... 5 = everything
     res5_dilation: Literal[1, 2] = 2  # 2 = res5 with stride 1 and dilation 2 (output stride 16)
-    deform_stages: Tuple[Literal["res3", "res4", "res5"], ...] = ()  # stages whose 3x3 convs are deformable
+    deform_stages: Tuple[DeformStage, ...] = ()  # stages whose 3x3 convs are deformable
     deform_modulated: bool = False  # DCNv2 (offsets + mask) instead of DCNv1 (offsets only)
     deform_offset_groups: int = 4  # offset groups of each deformable conv
     deform_offset_lr_mult: float = 1.0  # learning-rate multiplier of the offset convs
@@ -49,7 +50,7 @@ class BackboneConfig(_Section):
 class RPNConfig(_Section):
     in_feature: Stage = "res4"  # backbone feature the RPN runs on
     conv_channels: int = 512  # channels of the RPN 3x3 conv
-    anchor_scales: Tuple[float, ...] = (4.0, 8.0, 16.0, 32.0)  # anchor sizes in units of anchor_stride
+    anchor_scales: Tuple[float, ...] = (4.0, 8.0, 16.0, 32.0)  # sizes, in units of anchor_stride
     anchor_ratios: Tuple[float, ...] = (0.5, 1.0, 2.0)  # anchor aspect ratios h/w
     anchor_stride: int = 16  # pixels between anchor centres (stride of in_feature)
     objectness: Literal["sigmoid", "softmax"] = "softmax"  # 1 logit per anchor vs 2-way softmax
@@ -88,7 +89,7 @@ class HeadConfig(_Section):
     bg_iou_hi: float = 0.5  # RoI IoU below which it may be background ...
     bg_iou_lo: float = 0.0  # ... and at or above which (0 = any)
     ohem: bool = False  # online hard example mining instead of random sampling
-    box_coder_stds: Tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)  # (dx, dy, dw, dh) target stds
+    box_coder_stds: Tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)  # dx,dy,dw,dh stds
     smooth_l1_beta: float = 1.0  # smooth-L1 transition point of the box loss
     score_thresh: float = 0.001  # detections below this score are dropped
     nms_thresh: float = 0.3  # per-class NMS IoU threshold at inference
@@ -124,7 +125,7 @@ class DatasetConfig(_Section):
     root: str = ""  # coco: image folder; voc: VOCdevkit folder; synthetic: "" = in memory
     ann_file: str = ""  # coco instances JSON
     splits: Tuple[str, ...] = ()  # voc: ["2007/trainval", "2012/trainval"] = year/imageset
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # used when type is synthetic
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # for type "synthetic"
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ def load_coco(coco_gt: Any):
         with contextlib.redirect_stdout(io.StringIO()):
             return COCO(path)
     except (json.JSONDecodeError, KeyError, TypeError, AssertionError) as e:
-        raise ValueError(f"coco_gt: {path} is not a valid COCO instances JSON ({type(e).__name__}: {e})") from None
+        raise ValueError(f"coco_gt: {path} is not a valid COCO instances JSON "
+                         f"({type(e).__name__}: {e})") from None
 
 
 class COCOEvaluator:
@@ -101,7 +102,8 @@ class COCOEvaluator:
         if len(targets) != len(outputs):
             raise ValueError(f"process got {len(targets)} targets but {len(outputs)} outputs")
         for i, (t, o) in enumerate(zip(targets, outputs)):
-            self.add_detections(image_id_of(t, f"targets[{i}]"), o["boxes"], o["scores"], o["labels"])
+            image_id = image_id_of(t, f"targets[{i}]")
+            self.add_detections(image_id, o["boxes"], o["scores"], o["labels"])
 
     def evaluate(self) -> Dict[str, Any]:
         """Gathers every rank's detections; on rank 0 writes ``detections.json`` and runs COCOeval.
@@ -123,9 +125,10 @@ class COCOEvaluator:
                 json.dump(results, f)
         if not results:
             logger.warning("COCOEvaluator: no detections at all; every AP is 0")
+            pairs = zip(self.class_names, self.contiguous_to_cat_id)
             return {"bbox": {name: 0.0 for name in STAT_NAMES},
                     "bbox_per_class": {name: (0.0 if self._has_gt(cat) else math.nan)
-                                       for name, cat in zip(self.class_names, self.contiguous_to_cat_id)}}
+                                       for name, cat in pairs}}
         return self._run_cocoeval(results, image_ids)
 
     def _has_gt(self, cat_id: int) -> bool:
@@ -171,7 +174,8 @@ def _check_mapping(mapping: Any, coco_gt: Any) -> List[int]:
     elif isinstance(mapping, Sequence) and not isinstance(mapping, str):
         cat_ids = list(mapping)
     else:
-        raise ValueError(f"contiguous_to_cat_id must be a dict or a list, got {type(mapping).__name__}")
+        raise ValueError(
+            f"contiguous_to_cat_id must be a dict or a list, got {type(mapping).__name__}")
     if not cat_ids:
         raise ValueError("contiguous_to_cat_id is empty; it must map labels 0..K-1 to category ids")
     cat_ids = [int(c) for c in cat_ids]

@@ -44,8 +44,8 @@ def check_labels(labels: Any, name: str, n: int, num_classes: int) -> np.ndarray
     arr = check_vector(labels, name, n, np.float64)
     if n and (np.any(arr != np.round(arr)) or arr.min() < 0 or arr.max() >= num_classes):
         bad = arr[(arr != np.round(arr)) | (arr < 0) | (arr >= num_classes)][0]
-        raise ValueError(f"{name} must be integers in 0..{num_classes - 1} (K={num_classes} classes, "
-                         f"background excluded), got {bad:g}")
+        raise ValueError(f"{name} must be integers in 0..{num_classes - 1} "
+                         f"(K={num_classes} classes, background excluded), got {bad:g}")
     return arr.astype(np.int64)
 
 

@@ -45,7 +45,8 @@ class VOCEvaluator:
         self.use_07_metric_too = use_07_metric_too
         self.iou_thresh = float(iou_thresh)
         if dataset is not None and not hasattr(dataset, "get_annotations"):
-            raise ValueError(f"dataset ({type(dataset).__name__}) has no get_annotations(idx) method")
+            raise ValueError(
+                f"dataset ({type(dataset).__name__}) has no get_annotations(idx) method")
         self.dataset = dataset
         self.reset()
 
@@ -70,7 +71,8 @@ class VOCEvaluator:
         """
         image_id = image_id_of(image_id, "image_id")
         b = check_boxes(boxes, f"ground truth boxes of image {image_id!r}")
-        lab = check_labels(labels, f"ground truth labels of image {image_id!r}", len(b), self.num_classes)
+        lab = check_labels(labels, f"ground truth labels of image {image_id!r}", len(b),
+                           self.num_classes)
         diff = optional_difficult(difficult, len(b), f"difficult flags of image {image_id!r}")
         self._gt[image_id] = (b, lab, diff)
 
@@ -91,7 +93,8 @@ class VOCEvaluator:
             raise ValueError(f"detections of image {image_id!r} were already added")
         b = check_boxes(boxes, f"detection boxes of image {image_id!r}")
         s = check_vector(scores, f"detection scores of image {image_id!r}", len(b), np.float64)
-        lab = check_labels(labels, f"detection labels of image {image_id!r}", len(b), self.num_classes)
+        lab = check_labels(labels, f"detection labels of image {image_id!r}", len(b),
+                           self.num_classes)
         self._det[image_id] = (b, s, lab)
 
     def add(self, image_id: Any, gt: Dict[str, Any], det: Dict[str, Any]) -> None:
@@ -111,7 +114,8 @@ class VOCEvaluator:
         if len(targets) != len(outputs):
             raise ValueError(f"process got {len(targets)} targets but {len(outputs)} outputs")
         for i, (t, o) in enumerate(zip(targets, outputs)):
-            self.add_detections(image_id_of(t, f"targets[{i}]"), o["boxes"], o["scores"], o["labels"])
+            image_id = image_id_of(t, f"targets[{i}]")
+            self.add_detections(image_id, o["boxes"], o["scores"], o["labels"])
 
     def _all_ground_truth(self) -> Dict[Any, tuple]:
         gt = {}
@@ -120,7 +124,8 @@ class VOCEvaluator:
         if self.dataset is not None and is_main_process():
             for idx in range(len(self.dataset)):
                 ann = self.dataset.get_annotations(idx)
-                image_id = image_id_of(ann.get("image_id", idx), f"get_annotations({idx})['image_id']")
+                image_id = image_id_of(ann.get("image_id", idx),
+                                       f"get_annotations({idx})['image_id']")
                 b = check_boxes(ann["boxes"], f"get_annotations({idx})['boxes']")
                 lab = check_labels(ann["labels"], f"get_annotations({idx})['labels']", len(b),
                                    self.num_classes)
