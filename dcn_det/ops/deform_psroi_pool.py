@@ -18,8 +18,11 @@ _BWD = "dcn_det::_deform_psroi_pool_backward"
 
 
 def _check_args(input, rois, offset, output_dim, group_size, pooled_size, part_size,
-                sample_per_part) -> None:
-    """Raises ValueError naming the argument, the shape it got and the shape it needs."""
+                sample_per_part, mixed_dtypes_ok=False) -> None:
+    """Raises ValueError naming the argument, the shape it got and the shape it needs.
+
+    ``mixed_dtypes_ok`` (under autocast) lets rois/offset differ from input in dtype.
+    """
     for name, v in (("output_dim", output_dim), ("group_size", group_size),
                     ("pooled_size", pooled_size), ("part_size", part_size),
                     ("sample_per_part", sample_per_part)):
@@ -46,7 +49,15 @@ def _check_args(input, rois, offset, output_dim, group_size, pooled_size, part_s
                 f"output_dim ({output_dim}) must be divisible by the number of offset classes "
                 f"C_off = offset.size(1)/2 = {offset.size(1) // 2} (offset shape "
                 f"{tuple(offset.shape)})")
-    _validate.check_same(input, "input", [("rois", rois), ("offset", offset)])
+    if mixed_dtypes_ok:
+        for name, t in (("rois", rois), ("offset", offset)):
+            if t is not None:
+                _validate.check_floating(t, name)
+                if t.device != input.device:
+                    raise ValueError(f"{name} is on {t.device} but input is on {input.device}; "
+                                     "all tensors must be on the same device")
+    else:
+        _validate.check_same(input, "input", [("rois", rois), ("offset", offset)])
 
 
 def deform_psroi_pool(input: torch.Tensor, rois: torch.Tensor, offset: Optional[torch.Tensor],
@@ -76,18 +87,23 @@ def deform_psroi_pool(input: torch.Tensor, rois: torch.Tensor, offset: Optional[
         trans_std: scale of the offsets.
 
     Returns:
-        ``(R, output_dim, P, P)`` with the input's dtype.
+        ``(R, output_dim, P, P)`` with the input's dtype (float32 under CPU autocast;
+        float16/bfloat16 inputs on CPU are computed in float32).
     """
     part_size = pooled_size if part_size is None else part_size
+    on_cpu = isinstance(input, torch.Tensor) and input.device.type == "cpu"
+    # Under CPU autocast, features are often bfloat16 while the RoIs stay float32.
+    autocast = on_cpu and torch.is_autocast_enabled("cpu")
     _check_args(input, rois, offset, output_dim, group_size, pooled_size, part_size,
-                sample_per_part)
+                sample_per_part, mixed_dtypes_ok=autocast)
     args = (float(spatial_scale), output_dim, group_size, pooled_size, part_size,
             sample_per_part, float(trans_std))
-    if input.dtype in (torch.float16, torch.bfloat16) and input.device.type == "cpu":
-        # The CPU kernel has no half version: compute in float32, return in the input's dtype.
+    if on_cpu and (autocast or input.dtype in (torch.float16, torch.bfloat16)):
+        # The CPU kernel has no half version: compute in float32 and return in the input's
+        # dtype, or in float32 under autocast (the op's autocast policy).
         off32 = None if offset is None else offset.float()
         out, _ = torch.ops.dcn_det.deform_psroi_pool(input.float(), rois.float(), off32, *args)
-        return out.to(input.dtype)
+        return out if autocast else out.to(input.dtype)
     out, _ = torch.ops.dcn_det.deform_psroi_pool(input, rois, offset, *args)
     return out
 
