@@ -58,6 +58,14 @@ struct Dims {
   int64_t offset_channels;     // 2 * C_off (0 without offset)
 };
 
+template <typename T>
+std::vector<RoiBox<T>> roi_boxes(const T* rois, double spatial_scale, const Dims& d) {
+  std::vector<RoiBox<T>> boxes(d.num_rois);
+  for (int64_t r = 0; r < d.num_rois; ++r)
+    boxes[r] = roi_box(rois + r * 5, spatial_scale, d.pooled, d.samples);
+  return boxes;
+}
+
 inline int64_t group_index(int64_t p, const Dims& d) {
   return std::min(p * d.group / d.pooled, d.group - 1);
 }
@@ -186,12 +194,16 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& input_, const a
     check_batch_indices(ro, d.num_rois, input.size(0));
     const T tstd = static_cast<T>(trans_std);
     const int64_t P = d.pooled, S = d.samples, H = d.height, W = d.width;
+    const std::vector<RoiBox<T>> boxes = roi_boxes(ro, spatial_scale, d);
+    // RoIs innermost: consecutive tasks read the same input channel, which then stays in cache
+    // (RoI-major order was ~2.5x slower on R-FCN's 3969-channel score maps).
     const int64_t total = d.num_rois * output_dim * P * P;
     at::parallel_for(0, total, 64, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t pw = i % P, ph = (i / P) % P, c = (i / (P * P)) % output_dim;
-        const int64_t r = i / (P * P * output_dim);
-        const RoiBox<T> box = roi_box(ro + r * 5, spatial_scale, P, S);
+      for (int64_t j = begin; j < end; ++j) {
+        const int64_t r = j % d.num_rois, bin = j / d.num_rois;
+        const int64_t pw = bin % P, ph = (bin / P) % P, c = bin / (P * P);
+        const int64_t i = ((r * output_dim + c) * P + ph) * P + pw;
+        const RoiBox<T>& box = boxes[r];
         T hstart, wstart;
         bin_start(box, off, tstd, r, c, ph, pw, d, &hstart, &wstart);
         const int64_t ch = (c * d.group + group_index(ph, d)) * d.group + group_index(pw, d);
@@ -258,6 +270,7 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(
     const T tstd = static_cast<T>(trans_std);
     const int64_t P = d.pooled, S = d.samples, H = d.height, W = d.width, G = d.group;
     // bins[g] lists the pooled rows (or columns) p with group_index(p) == g.
+    const std::vector<RoiBox<T>> boxes = roi_boxes(ro, spatial_scale, d);
     std::vector<std::vector<int64_t>> bins(G);
     for (int64_t p = 0; p < P; ++p) bins[group_index(p, d)].push_back(p);
     // dL/dw and dL/dh of each output element, summed over its samples (offset only).
@@ -270,7 +283,7 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(
       for (int64_t ch = begin; ch < end; ++ch) {
         const int64_t c = ch / (G * G), gh = (ch / G) % G, gw = ch % G;
         for (int64_t r = 0; r < d.num_rois; ++r) {
-          const RoiBox<T> box = roi_box(ro + r * 5, spatial_scale, P, S);
+          const RoiBox<T>& box = boxes[r];
           const T* plane = in + (box.batch * d.channels + ch) * H * W;
           T* gplane = gin + (box.batch * d.channels + ch) * H * W;
           for (const int64_t ph : bins[gh]) {
@@ -317,7 +330,7 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(
     T* gof = grad_offset.data_ptr<T>();
     at::parallel_for(0, d.num_rois, 1, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
-        const RoiBox<T> box = roi_box(ro + r * 5, spatial_scale, P, S);
+        const RoiBox<T>& box = boxes[r];
         // w = ... + offset_x * trans_std * roi_w, h = ... + offset_y * trans_std * roi_h.
         const T kx = tstd * box.roi_w, ky = tstd * box.roi_h;
         T* g = gof + r * d.offset_channels * d.part * d.part;
