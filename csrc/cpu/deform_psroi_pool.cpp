@@ -18,6 +18,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <limits>
 #include <tuple>
 #include <vector>
 
@@ -109,10 +110,11 @@ inline Bilinear<T> bilinear(T h, T w) {
   return s;
 }
 
+// Written so that a NaN coordinate counts as skipped and can never become an index.
 template <typename T>
 inline bool skipped(T h, T w, const Dims& d) {
-  return w < T(-0.5) || w > static_cast<T>(d.width) - T(0.5) || h < T(-0.5) ||
-         h > static_cast<T>(d.height) - T(0.5);
+  return !(w >= T(-0.5) && w <= static_cast<T>(d.width) - T(0.5) && h >= T(-0.5) &&
+           h <= static_cast<T>(d.height) - T(0.5));
 }
 
 Dims check_and_dims(const at::Tensor& input, const at::Tensor& rois,
@@ -135,6 +137,9 @@ Dims check_and_dims(const at::Tensor& input, const at::Tensor& rois,
               "sample_per_part must be positive, got ",
               output_dim, ", ", group_size, ", ", pooled_size, ", ", part_size, ", ",
               sample_per_part);
+  TORCH_CHECK(input.size(2) > 0 && input.size(3) > 0,
+              "deform_psroi_pool: input must have a non-empty spatial size, got shape ",
+              input.sizes());
   TORCH_CHECK(input.size(1) == output_dim * group_size * group_size,
               "deform_psroi_pool: input must have output_dim*group_size^2 = ",
               output_dim * group_size * group_size, " channels, got shape ", input.sizes());
@@ -157,14 +162,19 @@ Dims check_and_dims(const at::Tensor& input, const at::Tensor& rois,
   return d;
 }
 
-// Errors (instead of reading out of bounds) on a batch index outside [0, N).
+// Errors (instead of reading out of bounds) on a batch index outside [0, N), and on
+// non-finite coordinates, which would otherwise silently give an empty (zero) RoI.
 template <typename T>
-void check_batch_indices(const T* rois, int64_t num_rois, int64_t batch) {
+void check_rois_values(const T* rois, int64_t num_rois, int64_t batch) {
   for (int64_t r = 0; r < num_rois; ++r) {
     const T b = rois[r * 5];
     TORCH_CHECK(b >= T(0) && b < static_cast<T>(batch) && std::floor(b) == b,
                 "deform_psroi_pool: rois[", r, ", 0] (batch index) is ", b,
                 " but must be an integer in [0, ", batch, ")");
+    for (int k = 1; k < 5; ++k) {
+      TORCH_CHECK(std::isfinite(rois[r * 5 + k]), "deform_psroi_pool: rois[", r, ", ", k,
+                  "] is ", rois[r * 5 + k], "; box coordinates must be finite");
+    }
   }
 }
 
@@ -191,7 +201,7 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& input_, const a
     const T* off = has_offset ? offset.data_ptr<T>() : nullptr;
     T* out = output.data_ptr<T>();
     T* cnt = count.data_ptr<T>();
-    check_batch_indices(ro, d.num_rois, input.size(0));
+    check_rois_values(ro, d.num_rois, input.size(0));
     const T tstd = static_cast<T>(trans_std);
     const int64_t P = d.pooled, S = d.samples, H = d.height, W = d.width;
     const std::vector<RoiBox<T>> boxes = roi_boxes(ro, spatial_scale, d);
@@ -208,6 +218,12 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& input_, const a
         bin_start(box, off, tstd, r, c, ph, pw, d, &hstart, &wstart);
         const int64_t ch = (c * d.group + group_index(ph, d)) * d.group + group_index(pw, d);
         const T* plane = in + (box.batch * d.channels + ch) * H * W;
+        if (!std::isfinite(wstart) || !std::isfinite(hstart)) {
+          // A non-finite offset: propagate it (count 0 keeps the backward out of this bin).
+          out[i] = std::numeric_limits<T>::quiet_NaN();
+          cnt[i] = T(0);
+          continue;
+        }
         T sum = 0;
         int64_t n = 0;
         for (int64_t ih = 0; ih < S; ++ih) {
@@ -266,7 +282,7 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(
     const T* go = grad_output.data_ptr<T>();
     const T* cnt = count.data_ptr<T>();
     T* gin = grad_input.data_ptr<T>();
-    check_batch_indices(ro, d.num_rois, input.size(0));
+    check_rois_values(ro, d.num_rois, input.size(0));
     const T tstd = static_cast<T>(trans_std);
     const int64_t P = d.pooled, S = d.samples, H = d.height, W = d.width, G = d.group;
     // bins[g] lists the pooled rows (or columns) p with group_index(p) == g.

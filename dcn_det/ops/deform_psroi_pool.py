@@ -30,6 +30,9 @@ def _check_args(input, rois, offset, output_dim, group_size, pooled_size, part_s
             raise ValueError(f"{name} must be a positive int, got {v!r}")
     _validate.check_tensor(input, "input", 4, "(N, output_dim*group_size**2, H, W)")
     _validate.check_floating(input, "input")
+    if input.size(2) == 0 or input.size(3) == 0:
+        raise ValueError(f"input must have a non-empty spatial size (H, W), got shape "
+                         f"{tuple(input.shape)}")
     need = output_dim * group_size * group_size
     if input.size(1) != need:
         raise ValueError(

@@ -74,7 +74,7 @@ def deform_psroi_pool_ref(input: torch.Tensor, rois: torch.Tensor, offset: Optio
     s = torch.arange(S, device=dev).to(dt)
     w = wstart[..., None, None] + s.view(1, S) * sub_w.view(R, 1, 1, 1, 1, 1)
     h = hstart[..., None, None] + s.view(S, 1) * sub_h.view(R, 1, 1, 1, 1, 1)
-    valid = ~((w < -0.5) | (w > W - 0.5) | (h < -0.5) | (h > H - 0.5))
+    valid = (w >= -0.5) & (w <= W - 0.5) & (h >= -0.5) & (h <= H - 0.5)
     w = w.clamp(0, W - 1)
     h = h.clamp(0, H - 1)
     # floor/ceil neighbours as the official kernel (on an integer both are the same pixel).

@@ -194,6 +194,7 @@ def _good():
     (dict(offset=torch.zeros(2, 4, 3, 3, dtype=torch.float64)), r"offset has dtype"),
     (dict(rois=torch.zeros(2, 5, dtype=torch.float64)), r"rois has dtype"),
     (dict(pooled_size=0), r"pooled_size must be a positive int, got 0"),
+    (dict(input=torch.randn(2, 18, 0, 5)), r"non-empty spatial size .*\(2, 18, 0, 5\)"),
     (dict(group_size=2.0), r"group_size must be a positive int, got 2.0"),
 ])
 def test_bad_inputs_raise_clear_errors(change, pattern):
@@ -218,10 +219,30 @@ def test_native_op_checks_instead_of_crashing():
         op(x, rois, off[:, :, :2], 0.5, 2, 3, 3, 3, 2, 0.1)
     with pytest.raises(RuntimeError, match="rois must be"):
         op(x, rois[:, :4], off, 0.5, 2, 3, 3, 3, 2, 0.1)
+    with pytest.raises(RuntimeError, match=r"rois\[0, 0\] \(batch index\) is 0.5"):
+        op(x, torch.tensor([[0.5, 0, 0, 1, 1]]), None, 0.5, 2, 3, 3, 3, 2, 0.1)
+    with pytest.raises(RuntimeError, match=r"rois\[1, 3\] is nan; box coordinates must be"):
+        op(x, torch.tensor([[0, 0, 0, 1, 1], [0, 0, 0, math.nan, 1]]), None, 0.5, 2, 3, 3, 3,
+           2, 0.1)
+    with pytest.raises(RuntimeError, match="non-empty spatial size"):
+        op(x[:, :, :0], rois, off, 0.5, 2, 3, 3, 3, 2, 0.1)
     out, count = op(x, rois, off, 0.5, 2, 3, 3, 3, 2, 0.1)
     with pytest.raises(RuntimeError, match="grad_output and count must be"):
         torch.ops.dcn_det._deform_psroi_pool_backward(out[:1], x, rois, off, count, 0.5, 2, 3,
                                                       3, 3, 2, 0.1)
+
+
+def test_non_finite_offset_propagates_nan():
+    """A NaN offset poisons exactly the bins that use it instead of vanishing into zeros."""
+    kw = _good()
+    kw["offset"][1, 2, 0, 1] = math.nan  # class 1, x, part (0, 1); one channel per class
+    x = kw["input"].requires_grad_()
+    out = deform_psroi_pool(**kw, trans_std=0.1)
+    nan = torch.zeros_like(out, dtype=torch.bool)
+    nan[1, 1, 0, 1] = True
+    assert torch.equal(out.isnan(), nan)
+    out[~nan].sum().backward()
+    assert x.grad.isfinite().all()
 
 
 def test_empty_batch_and_non_contiguous():
