@@ -98,7 +98,7 @@ def _print_table(rows: List[Dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args()
     rows = cases(args.device, repeat=args.repeat)
