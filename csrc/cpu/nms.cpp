@@ -35,16 +35,18 @@ at::Tensor nms_kernel(const at::Tensor& boxes, const at::Tensor& scores, double 
   std::vector<int64_t> keep;
   keep.reserve(n);
   for (int64_t i = 0; i < n; ++i) {
-    if (suppressed[i]) continue;  // the early skip: suppressed boxes suppress nothing
+    if (suppressed[i]) continue;  // the early skip: a suppressed box suppresses nothing
     keep.push_back(ord[i]);
     const T ix1 = x1[i], iy1 = y1[i], ix2 = x2[i], iy2 = y2[i], iarea = area[i];
+    // Branch-free so that it vectorises: testing an already suppressed box again changes
+    // nothing, and is cheaper than the mispredicted branch that would skip it.
+    uint8_t* sup = suppressed.data();
     for (int64_t j = i + 1; j < n; ++j) {
-      if (suppressed[j]) continue;
       const T w = std::max(T(0), std::min(ix2, x2[j]) - std::max(ix1, x1[j]));
       const T h = std::max(T(0), std::min(iy2, y2[j]) - std::max(iy1, y1[j]));
       const T inter = w * h;
       const T iou = inter / (iarea + area[j] - inter);
-      if (iou > thresh) suppressed[j] = 1;
+      sup[j] |= static_cast<uint8_t>(iou > thresh);
     }
   }
   at::Tensor out = at::empty({static_cast<int64_t>(keep.size())},

@@ -8,8 +8,6 @@
 // A sample outside [-1, H] x [-1, W] contributes 0; otherwise y, x are clamped to >= 0 and the
 // high neighbour is clamped to the last row/column.
 //
-// The bilinear weights and neighbour offsets of every sample depend only on the RoI, not on the
-// channel, so they are computed once per RoI and reused for all channels.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -147,6 +145,10 @@ void check_common(const at::Tensor& rois, const at::Tensor& ref, const char* ref
               ")");
 }
 
+// Both kernels work channels-last: the four neighbours of a sample are then four contiguous
+// runs of C values, so the innermost loop runs over channels and vectorises, and the per-RoI
+// samples are computed once for all channels.
+
 at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois,
                                  double spatial_scale, int64_t pooled_height,
                                  int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
@@ -155,19 +157,22 @@ at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois
   check_common(rois, input, "input", pooled_height, pooled_width);
   const int64_t num_rois = rois.size(0), channels = input.size(1);
   const int64_t height = input.size(2), width = input.size(3);
-  at::Tensor output = at::zeros({num_rois, channels, pooled_height, pooled_width}, input.options());
-  if (num_rois == 0 || output.numel() == 0) return output;
-  TORCH_CHECK(height > 0 && width > 0, "roi_align: input must have H, W > 0 when there are RoIs, got ",
-              input.sizes());
+  if (num_rois == 0 || channels == 0) {
+    return at::zeros({num_rois, channels, pooled_height, pooled_width}, input.options());
+  }
+  TORCH_CHECK(height > 0 && width > 0,
+              "roi_align: input must have H, W > 0 when there are RoIs, got ", input.sizes());
 
-  const at::Tensor in = input.contiguous();
+  const at::Tensor in = input.permute({0, 2, 3, 1}).contiguous();  // (N, H, W, C)
   const at::Tensor rs = rois.contiguous();
+  const int64_t bins = pooled_height * pooled_width;
+  at::Tensor out = at::zeros({num_rois, bins, channels}, input.options());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "roi_align_forward_cpu", [&] {
     const scalar_t* in_data = in.data_ptr<scalar_t>();
     const scalar_t* roi_data = rs.data_ptr<scalar_t>();
-    scalar_t* out_data = output.data_ptr<scalar_t>();
+    scalar_t* out_data = out.data_ptr<scalar_t>();
     check_rois_values(roi_data, num_rois, input.size(0));
-    const int64_t plane = height * width, bins = pooled_height * pooled_width;
+    const int64_t plane = height * width;
     at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
       std::vector<Sample<scalar_t>> samples;
       std::vector<int64_t> bin_end;
@@ -177,23 +182,28 @@ at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois
                          pooled_width, sampling_ratio, aligned);
         precompute_samples(g, pooled_height, pooled_width, height, width, samples, bin_end);
         if (samples.empty()) continue;  // nothing in the image pools to 0, as zeros() holds
-        for (int64_t c = 0; c < channels; ++c) {
-          const scalar_t* src = in_data + (g.batch * channels + c) * plane;
-          scalar_t* dst = out_data + (r * channels + c) * bins;
-          const Sample<scalar_t>* s = samples.data();
-          for (int64_t bin = 0; bin < bins; ++bin) {
-            scalar_t acc = 0;
-            for (const Sample<scalar_t>* stop = samples.data() + bin_end[bin]; s < stop; ++s) {
-              acc += s->w1 * src[s->p1] + s->w2 * src[s->p2] + s->w3 * src[s->p3] +
-                     s->w4 * src[s->p4];
+        const scalar_t* base = in_data + g.batch * plane * channels;
+        const Sample<scalar_t>* s = samples.data();
+        for (int64_t bin = 0; bin < bins; ++bin) {
+          scalar_t* __restrict__ acc = out_data + (r * bins + bin) * channels;
+          for (const Sample<scalar_t>* stop = samples.data() + bin_end[bin]; s < stop; ++s) {
+            const scalar_t* __restrict__ v1 = base + s->p1 * channels;
+            const scalar_t* __restrict__ v2 = base + s->p2 * channels;
+            const scalar_t* __restrict__ v3 = base + s->p3 * channels;
+            const scalar_t* __restrict__ v4 = base + s->p4 * channels;
+            const scalar_t w1 = s->w1, w2 = s->w2, w3 = s->w3, w4 = s->w4;
+            for (int64_t c = 0; c < channels; ++c) {
+              acc[c] += w1 * v1[c] + w2 * v2[c] + w3 * v3[c] + w4 * v4[c];
             }
-            dst[bin] = acc / g.count;
           }
+          for (int64_t c = 0; c < channels; ++c) acc[c] /= g.count;
         }
       }
     });
   });
-  return output;
+  return out.view({num_rois, pooled_height, pooled_width, channels})
+      .permute({0, 3, 1, 2})
+      .contiguous();
 }
 
 at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois,
@@ -209,47 +219,57 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
   TORCH_CHECK(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0,
               "roi_align backward: input size must be non-negative, got (", batch_size, ", ",
               channels, ", ", height, ", ", width, ")");
-  at::Tensor grad_input = at::zeros({batch_size, channels, height, width}, grad.options());
   const int64_t num_rois = rois.size(0);
-  if (num_rois == 0 || grad_input.numel() == 0) return grad_input;
+  if (num_rois == 0 || batch_size * channels * height * width == 0) {
+    return at::zeros({batch_size, channels, height, width}, grad.options());
+  }
 
-  const at::Tensor g_out = grad.contiguous();
+  const at::Tensor g_out = grad.permute({0, 2, 3, 1}).contiguous();  // (R, PH, PW, C)
   const at::Tensor rs = rois.contiguous();
+  at::Tensor grad_in = at::zeros({batch_size, height, width, channels}, grad.options());
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_align_backward_cpu", [&] {
     const scalar_t* go = g_out.data_ptr<scalar_t>();
     const scalar_t* roi_data = rs.data_ptr<scalar_t>();
-    scalar_t* gi = grad_input.data_ptr<scalar_t>();
+    scalar_t* gi = grad_in.data_ptr<scalar_t>();
     check_rois_values(roi_data, num_rois, batch_size);
     const int64_t plane = height * width, bins = pooled_height * pooled_width;
-    // Race-free: each task owns a range of channels and so a disjoint set of grad_input
-    // planes; the per-RoI samples are recomputed by each task (cheap next to the channels).
+    // Race-free: each task owns a range of channels, hence disjoint grad_input elements, and
+    // visits every RoI; the samples are recomputed per task (cheap next to the channels).
     at::parallel_for(0, channels, 1, [&](int64_t c_begin, int64_t c_end) {
       std::vector<Sample<scalar_t>> samples;
       std::vector<int64_t> bin_end;
+      std::vector<scalar_t> scaled(c_end - c_begin);
       for (int64_t r = 0; r < num_rois; ++r) {
         const RoiGeometry<scalar_t> g =
             roi_geometry(roi_data + r * 5, static_cast<scalar_t>(spatial_scale), pooled_height,
                          pooled_width, sampling_ratio, aligned);
         precompute_samples(g, pooled_height, pooled_width, height, width, samples, bin_end);
         if (samples.empty()) continue;
-        for (int64_t c = c_begin; c < c_end; ++c) {
-          scalar_t* dst = gi + (g.batch * channels + c) * plane;
-          const scalar_t* src = go + (r * channels + c) * bins;
-          const Sample<scalar_t>* s = samples.data();
-          for (int64_t bin = 0; bin < bins; ++bin) {
-            const scalar_t gv = src[bin] / g.count;
-            for (const Sample<scalar_t>* stop = samples.data() + bin_end[bin]; s < stop; ++s) {
-              dst[s->p1] += gv * s->w1;
-              dst[s->p2] += gv * s->w2;
-              dst[s->p3] += gv * s->w3;
-              dst[s->p4] += gv * s->w4;
+        scalar_t* base = gi + g.batch * plane * channels + c_begin;
+        const Sample<scalar_t>* s = samples.data();
+        for (int64_t bin = 0; bin < bins; ++bin) {
+          const scalar_t* src = go + (r * bins + bin) * channels + c_begin;
+          for (int64_t c = 0; c < c_end - c_begin; ++c) scaled[c] = src[c] / g.count;
+          for (const Sample<scalar_t>* stop = samples.data() + bin_end[bin]; s < stop; ++s) {
+            // The four neighbours may coincide at the border, so these must not be restrict.
+            scalar_t* d1 = base + s->p1 * channels;
+            scalar_t* d2 = base + s->p2 * channels;
+            scalar_t* d3 = base + s->p3 * channels;
+            scalar_t* d4 = base + s->p4 * channels;
+            const scalar_t w1 = s->w1, w2 = s->w2, w3 = s->w3, w4 = s->w4;
+            for (int64_t c = 0; c < c_end - c_begin; ++c) {
+              const scalar_t gv = scaled[c];
+              d1[c] += gv * w1;
+              d2[c] += gv * w2;
+              d3[c] += gv * w3;
+              d4[c] += gv * w4;
             }
           }
         }
       }
     });
   });
-  return grad_input;
+  return grad_in.permute({0, 3, 1, 2}).contiguous();
 }
 
 }  // namespace

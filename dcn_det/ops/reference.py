@@ -65,10 +65,10 @@ def roi_align_ref(input: torch.Tensor, rois: torch.Tensor, output_size, spatial_
             outputs.append(input.new_zeros((channels, ph_n, pw_n)))
             continue
         # Sample (p, i) of an axis sits at start + p*bin + (i + 0.5)*bin/grid.
-        iy = torch.arange(grid_h, dtype=input.dtype)
-        ix = torch.arange(grid_w, dtype=input.dtype)
-        py = torch.arange(ph_n, dtype=input.dtype)
-        px = torch.arange(pw_n, dtype=input.dtype)
+        iy = torch.arange(grid_h, dtype=input.dtype, device=input.device)
+        ix = torch.arange(grid_w, dtype=input.dtype, device=input.device)
+        py = torch.arange(ph_n, dtype=input.dtype, device=input.device)
+        px = torch.arange(pw_n, dtype=input.dtype, device=input.device)
         ys = (y1 + py[:, None] * bin_h + (iy[None, :] + 0.5) * bin_h / grid_h).reshape(-1)
         xs = (x1 + px[:, None] * bin_w + (ix[None, :] + 0.5) * bin_w / grid_w).reshape(-1)
         yy = ys[:, None].expand(-1, xs.numel()).reshape(-1)
@@ -103,13 +103,13 @@ def nms_ref(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> 
     suppresses every box whose IoU with it exceeds the threshold.
     """
     order = torch.sort(scores, descending=True, stable=True).indices
-    suppressed = torch.zeros(boxes.size(0), dtype=torch.bool)
+    suppressed = torch.zeros(boxes.size(0), dtype=torch.bool, device=boxes.device)
     keep = []
     for i in order.tolist():
         if suppressed[i]:
             continue
         keep.append(i)
         suppressed |= pairwise_iou_ref(boxes[i:i + 1], boxes)[0] > iou_threshold
-    return torch.tensor(keep, dtype=torch.int64)
+    return torch.tensor(keep, dtype=torch.int64, device=boxes.device)
 
 # ------------------------------------------------------------------- end RoIAlign and NMS ----
