@@ -13,12 +13,12 @@ import torch
 # ---------------------------------------------------------------------------------------------
 
 def _bilinear_ref(plane: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Samples ``plane (C, H, W)`` at points ``y, x (P,)`` -> ``(C, P)``, RoIAlign style.
+    """Samples ``plane (H, W, C)`` at points ``y, x (P,)`` -> ``(P, C)``, RoIAlign style.
 
     A point outside ``[-1, H] x [-1, W]`` gives 0; otherwise it is clamped to >= 0 and a point
     in the last row/column uses that row/column for both neighbours.
     """
-    height, width = plane.shape[-2:]
+    height, width = plane.shape[:2]
     inside = (y >= -1) & (y <= height) & (x >= -1) & (x <= width)
     y = y.clamp(min=0)
     x = x.clamp(min=0)
@@ -37,9 +37,15 @@ def _bilinear_ref(plane: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torc
     # Points outside are sent to pixel (0, 0) and weighted 0 after the gather.
     y_low, y_high = y_low.where(inside, 0), y_high.where(inside, 0)
     x_low, x_high = x_low.where(inside, 0), x_high.where(inside, 0)
-    value = (hy * hx * plane[:, y_low, x_low] + hy * lx * plane[:, y_low, x_high]
-             + ly * hx * plane[:, y_high, x_low] + ly * lx * plane[:, y_high, x_high])
-    return torch.where(inside, value, torch.zeros_like(value))
+    flat = plane.reshape(height * width, -1)
+
+    def pixel(yi, xi):  # (P, C) rows of integer pixels; index_select has a fast backward
+        return flat.index_select(0, yi * width + xi)
+
+    hy, hx, ly, lx = hy[:, None], hx[:, None], ly[:, None], lx[:, None]
+    value = (hy * hx * pixel(y_low, x_low) + hy * lx * pixel(y_low, x_high)
+             + ly * hx * pixel(y_high, x_low) + ly * lx * pixel(y_high, x_high))
+    return torch.where(inside[:, None], value, torch.zeros_like(value))
 
 
 def roi_align_ref(input: torch.Tensor, rois: torch.Tensor, output_size, spatial_scale: float = 1.0,
@@ -50,6 +56,7 @@ def roi_align_ref(input: torch.Tensor, rois: torch.Tensor, output_size, spatial_
     """
     ph_n, pw_n = (output_size, output_size) if isinstance(output_size, int) else output_size
     channels = input.size(1)
+    planes = input.permute(0, 2, 3, 1).contiguous()  # (N, H, W, C): gathers whole pixel rows
     outputs = []
     for roi in rois.detach().tolist():
         batch = int(roi[0])
@@ -73,7 +80,7 @@ def roi_align_ref(input: torch.Tensor, rois: torch.Tensor, output_size, spatial_
         xs = (x1 + px[:, None] * bin_w + (ix[None, :] + 0.5) * bin_w / grid_w).reshape(-1)
         yy = ys[:, None].expand(-1, xs.numel()).reshape(-1)
         xx = xs[None, :].expand(ys.numel(), -1).reshape(-1)
-        values = _bilinear_ref(input[batch], yy, xx)
+        values = _bilinear_ref(planes[batch], yy, xx).t()
         values = values.reshape(channels, ph_n, grid_h, pw_n, grid_w)
         outputs.append(values.sum(dim=(2, 4)) / (grid_h * grid_w))
     if not outputs:
