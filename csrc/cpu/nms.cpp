@@ -16,7 +16,8 @@ template <typename T>
 at::Tensor nms_kernel(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
   const int64_t n = boxes.size(0);
   // Stable, so that equal scores keep their input order and the result is deterministic.
-  const at::Tensor order = std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
+  const at::Tensor order =
+      std::get<1>(scores.sort(/*stable=*/true, /*dim=*/0, /*descending=*/true));
   // Gathering the boxes in score order makes the inner loop walk memory forwards.
   const at::Tensor sorted = boxes.index_select(0, order).contiguous();
   const T* b = sorted.data_ptr<T>();

@@ -81,10 +81,11 @@ RoiGeometry<T> roi_geometry(const T* roi, T spatial_scale, int64_t pooled_height
   }
   const T bin_h = roi_h / static_cast<T>(pooled_height);
   const T bin_w = roi_w / static_cast<T>(pooled_width);
-  const int64_t grid_h = sampling_ratio > 0 ? sampling_ratio
-                                            : static_cast<int64_t>(std::ceil(roi_h / pooled_height));
-  const int64_t grid_w = sampling_ratio > 0 ? sampling_ratio
-                                            : static_cast<int64_t>(std::ceil(roi_w / pooled_width));
+  // Adaptive sampling: about one sample per input pixel (roi size <= 0 gives an empty grid).
+  const int64_t grid_h =
+      sampling_ratio > 0 ? sampling_ratio : static_cast<int64_t>(std::ceil(bin_h));
+  const int64_t grid_w =
+      sampling_ratio > 0 ? sampling_ratio : static_cast<int64_t>(std::ceil(bin_w));
   const T count = static_cast<T>(std::max<int64_t>(grid_h * grid_w, 1));
   return {static_cast<int64_t>(roi[0]), start_h, start_w, bin_h, bin_w, grid_h, grid_w, count};
 }

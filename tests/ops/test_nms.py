@@ -108,15 +108,26 @@ def test_fake_kernel_and_opcheck():
     assert isinstance(out.shape[0], torch.SymInt)  # data-dependent length
 
 
+def test_compile_fullgraph_with_data_dependent_output():
+    boxes, scores = _random_boxes(40)
+    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):
+        compiled = torch.compile(lambda b, s: nms(b, s, 0.5), backend="aot_eager",
+                                 fullgraph=True)
+        assert torch.equal(compiled(boxes, scores), nms(boxes, scores, 0.5))
+
+
 @pytest.mark.parametrize("call,match", [
-    (lambda b, s, i: nms(b[:, :3], s, 0.5), r"boxes must have shape \(N, 4\) XYXY, got shape \(6, 3\)"),
+    (lambda b, s, i: nms(b[:, :3], s, 0.5),
+     r"boxes must have shape \(N, 4\) XYXY, got shape \(6, 3\)"),
     (lambda b, s, i: nms(b[0], s, 0.5), r"boxes must have shape \(N, 4\) XYXY \(2 dims\)"),
-    (lambda b, s, i: nms(b, s[:5], 0.5), r"scores must have shape \(N,\) with N = .* = 6, got shape \(5,\)"),
+    (lambda b, s, i: nms(b, s[:5], 0.5),
+     r"scores must have shape \(N,\) with N = .* = 6, got shape \(5,\)"),
     (lambda b, s, i: nms(b, s[:, None], 0.5), r"scores must have shape \(N,\) \(1 dims\)"),
     (lambda b, s, i: nms(b.long(), s, 0.5), "boxes must be a floating-point"),
     (lambda b, s, i: nms(b, s.long(), 0.5), "scores must be a floating-point"),
     (lambda b, s, i: batched_nms(b, s, i.float(), 0.5), "idxs must be an integer tensor"),
-    (lambda b, s, i: batched_nms(b, s, i[:4], 0.5), r"idxs must have shape \(N,\) .* got shape \(4,\)"),
+    (lambda b, s, i: batched_nms(b, s, i[:4], 0.5),
+     r"idxs must have shape \(N,\) .* got shape \(4,\)"),
     (lambda b, s, i: batched_nms(b, s, [0] * 6, 0.5), "idxs must be a torch.Tensor"),
 ])
 def test_bad_inputs(call, match):
@@ -128,7 +139,7 @@ def test_bad_inputs(call, match):
 def test_kernel_checks_shapes():
     with pytest.raises(RuntimeError, match=r"nms: boxes must have shape \(N, 4\)"):
         torch.ops.dcn_det.nms(torch.zeros(3, 5), torch.zeros(3), 0.5)
-    with pytest.raises(RuntimeError, match="nms: scores has dtype Double but boxes has dtype Float"):
+    with pytest.raises(RuntimeError, match="nms: scores has dtype Double but boxes has dtype"):
         torch.ops.dcn_det.nms(torch.zeros(3, 4), torch.zeros(3, dtype=torch.float64), 0.5)
 
 

@@ -9,8 +9,9 @@ from dcn_det.ops.reference import roi_align_ref
 def _random_rois(num, batch, height, width, scale, dtype=torch.float64):
     """(num, 5) rois in image pixels: some partly outside, some tiny, batch indices < batch."""
     img_h, img_w = height / scale, width / scale
-    xy = torch.rand(num, 2, dtype=dtype) * torch.tensor([img_w, img_h], dtype=dtype) * 1.4 - 0.2 * torch.tensor([img_w, img_h], dtype=dtype)
-    wh = torch.rand(num, 2, dtype=dtype) * torch.tensor([img_w, img_h], dtype=dtype) * 0.7
+    size = torch.tensor([img_w, img_h], dtype=dtype)
+    xy = (torch.rand(num, 2, dtype=dtype) * 1.4 - 0.2) * size
+    wh = torch.rand(num, 2, dtype=dtype) * size * 0.7
     wh[: num // 4] *= 0.01  # tiny boxes, well under one feature pixel
     idx = torch.randint(0, batch, (num, 1)).to(dtype)
     return torch.cat([idx, xy, xy + wh], dim=1)
@@ -111,17 +112,19 @@ def test_opcheck():
                           (grad, rois, 0.5, 2, 3, 2, 3, 6, 7, 2, True))
 
 
-def test_compile_fullgraph_module():
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_compile_fullgraph_module(dynamic):
     module = RoIAlign((2, 3), spatial_scale=0.5, sampling_ratio=2, aligned=True)
-    compiled = torch.compile(module, backend="aot_eager", fullgraph=True)
+    compiled = torch.compile(module, backend="aot_eager", fullgraph=True, dynamic=dynamic)
     x = torch.randn(2, 3, 6, 7, requires_grad=True)
-    boxes = [torch.tensor([[1.0, 1.0, 9.0, 7.0]]), torch.tensor([[0.0, 2.0, 5.0, 11.0]] * 2)]
-    out = compiled(x, boxes)
-    expected = module(x, boxes)
-    torch.testing.assert_close(out, expected)
-    (g_c,) = torch.autograd.grad(out.sum(), x)
-    (g_e,) = torch.autograd.grad(expected.sum(), x)
-    torch.testing.assert_close(g_c, g_e)
+    for num in (1, 3):  # a second RoI count: recompiles, or reuses the dynamic graph
+        boxes = [torch.tensor([[1.0, 1.0, 9.0, 7.0]]), torch.tensor([[0.0, 2.0, 5.0, 11.0]] * num)]
+        out = compiled(x, boxes)
+        expected = module(x, boxes)
+        torch.testing.assert_close(out, expected)
+        (g_c,) = torch.autograd.grad(out.sum(), x)
+        (g_e,) = torch.autograd.grad(expected.sum(), x)
+        torch.testing.assert_close(g_c, g_e)
 
 
 def test_float32_close_to_reference():
@@ -153,7 +156,8 @@ def test_module_repr_and_defaults():
 
 @pytest.mark.parametrize("call,exc,match", [
     (lambda x, r: roi_align(x[0], r, 2), ValueError, r"input must have shape \(N, C, H, W\)"),
-    (lambda x, r: roi_align(x, r[:, 1:], 2), ValueError, r"boxes must have shape \(R, 5\).*\(3, 4\)"),
+    (lambda x, r: roi_align(x, r[:, 1:], 2), ValueError,
+     r"boxes must have shape \(R, 5\).*\(3, 4\)"),
     (lambda x, r: roi_align(x, [r[:, :3]], 2), ValueError, r"boxes\[0\] must have shape \(Ri, 4\)"),
     (lambda x, r: roi_align(x, [], 2), ValueError, "boxes is an empty list"),
     (lambda x, r: roi_align(x, r.double(), 2), ValueError, "boxes has dtype torch.float64"),
