@@ -7,7 +7,6 @@
 //   out = sum over the grid of bilinear(input[b, c], y, x) / max(grid_h*grid_w, 1)
 // A sample outside [-1, H] x [-1, W] contributes 0; otherwise y, x are clamped to >= 0 and the
 // high neighbour is clamped to the last row/column.
-//
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -115,8 +114,8 @@ void precompute_samples(const RoiGeometry<T>& g, int64_t pooled_height, int64_t 
   }
 }
 
-// Checks, before any parallel work, what would otherwise index out of bounds or loop forever:
-// batch indices in [0, batch_size) and finite coordinates.
+// Checks, before any parallel work, what would otherwise index out of bounds or cast a
+// non-finite size to an integer: batch indices in [0, batch_size) and finite coordinates.
 template <typename T>
 void check_rois_values(const T* rois, int64_t num_rois, int64_t batch_size) {
   for (int64_t r = 0; r < num_rois; ++r) {
