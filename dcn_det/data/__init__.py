@@ -8,3 +8,7 @@ Every dataset yields ``(image: uint8 tensor (3, H, W) RGB, target)`` with
 from .synthetic import SHAPE_NAMES, SyntheticDataset, write_coco, write_voc
 from .transforms import (Compose, RandomHorizontalFlip, ResizeShortestEdge, build_transforms,
                          clip_and_filter_boxes, decode_image)
+from .coco import COCODataset
+from .voc import VOC_CLASSES, VOCDataset
+from .samplers import AspectRatioGroupedBatchSampler, InferenceSampler, TrainingSampler
+from .build import build_dataset, build_test_loader, build_train_loader
