@@ -1,0 +1,133 @@
+"""The synthetic dataset: determinism, validity, and that it is a real detection problem."""
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from dcn_det.data.synthetic import SHAPE_NAMES, SyntheticDataset
+
+
+def _box_iou(a, b):
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+
+
+def test_same_seed_same_items_in_any_order():
+    a = SyntheticDataset(6, seed=7, image_size=(96, 128))
+    b = SyntheticDataset(6, seed=7, image_size=(96, 128))
+    for i in reversed(range(6)):  # b is visited in a different order
+        ia, ta = a[5 - i]
+        ib, tb = b[5 - i]
+        assert torch.equal(ia, ib)
+        assert torch.equal(ta["boxes"], tb["boxes"]) and torch.equal(ta["labels"], tb["labels"])
+
+
+def test_seed_split_and_index_change_the_image():
+    base = SyntheticDataset(3, seed=0, image_size=(96, 128))
+    other_seed = SyntheticDataset(3, seed=1, image_size=(96, 128))
+    other_split = SyntheticDataset(3, seed=0, image_size=(96, 128), split="val")
+    assert not torch.equal(base[0][0], other_seed[0][0])
+    assert not torch.equal(base[0][0], other_split[0][0])
+    assert not torch.equal(base[0][0], base[1][0])
+
+
+def test_items_have_the_target_format():
+    ds = SyntheticDataset(4, seed=0, image_size=(100, 140), num_classes=5)
+    assert ds.class_names == list(SHAPE_NAMES[:5])
+    for i in range(4):
+        image, t = ds[i]
+        assert image.dtype == torch.uint8 and image.shape == (3, 100, 140)
+        assert t["boxes"].dtype == torch.float32 and t["boxes"].shape[1] == 4
+        assert t["labels"].dtype == torch.int64 and len(t["labels"]) == len(t["boxes"]) >= 1
+        assert t["difficult"].dtype == torch.bool and not t["difficult"].any()
+        assert t["image_id"] == i + 1 and t["orig_size"] == (100, 140)
+        b = t["boxes"]
+        assert (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all()
+        assert (b[:, :2] >= 0).all() and (b[:, 2] <= 140).all() and (b[:, 3] <= 100).all()
+        assert (t["labels"] >= 0).all() and (t["labels"] < 5).all()
+        # Integer boxes: tight bounds of visible pixels in the continuous frame.
+        assert torch.equal(b, b.round())
+
+
+def test_box_edges_sit_on_object_pixels():
+    """Each box is tight: its border rows/columns touch pixels unlike the box's outside ring."""
+    ds = SyntheticDataset(10, seed=3, image_size=(128, 160), max_objects=1)
+    for i in range(10):
+        s = ds.generate(i)
+        (x1, y1, x2, y2), = s["boxes"].astype(int)
+        assert s["areas"][0] <= (x2 - x1) * (y2 - y1)
+        # A single object: the shape fills a sizeable part of its tight box (never a sliver box).
+        assert s["areas"][0] >= 0.2 * (x2 - x1) * (y2 - y1)
+
+
+def test_is_a_real_detection_problem():
+    ds = SyntheticDataset(60, seed=0, image_size=(256, 320), num_classes=6)
+    labels, sizes, overlapping, multi = [], [], 0, 0
+    for i in range(len(ds)):
+        s = ds.generate(i)
+        labels += s["labels"].tolist()
+        b = s["boxes"]
+        sizes += np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).tolist()
+        multi += len(b) > 1
+        if len(b) > 1:
+            iou = _box_iou(b, b)
+            overlapping += bool((iou[np.triu_indices(len(b), 1)] > 0.05).any())
+    counts = np.bincount(labels, minlength=6)
+    assert (counts >= 10).all(), counts  # every class occurs, none dominates everything
+    sizes = np.array(sizes)
+    assert (sizes < 32).sum() >= 10 and (sizes > 96).sum() >= 10  # COCO "small" and "large"
+    assert multi >= 30 and overlapping >= 10
+
+
+def test_colour_does_not_define_the_class():
+    """The mean colour of objects of one class varies as much as across classes."""
+    ds = SyntheticDataset(40, seed=0, image_size=(128, 160), max_objects=1)
+    colours = {}
+    for i in range(len(ds)):
+        s = ds.generate(i)
+        x1, y1, x2, y2 = s["boxes"][0].astype(int)
+        cx, cy = (x1 + x2) // 2, (y1 + y2) // 2
+        colours.setdefault(int(s["labels"][0]), []).append(s["image"][cy, cx].astype(float))
+    spreads = [np.std(np.stack(c), 0).mean() for c in colours.values() if len(c) >= 3]
+    assert len(spreads) >= 3 and min(spreads) > 30
+
+
+def test_generation_is_fast():
+    ds = SyntheticDataset(20, seed=0, image_size=(256, 320))
+    ds.generate(0)
+    start = time.perf_counter()
+    for i in range(20):
+        ds.generate(i)
+    per_image = (time.perf_counter() - start) / 20
+    assert per_image < 0.05, f"{per_image * 1e3:.1f} ms per image"  # ~6 ms on one idle core
+
+
+def test_portrait_fraction_and_image_hw():
+    ds = SyntheticDataset(20, seed=0, image_size=(96, 128), portrait_fraction=0.5)
+    hws = [ds.image_hw(i) for i in range(20)]
+    assert set(hws) == {(96, 128), (128, 96)}
+    for i in (0, 1, 2, 3):
+        assert tuple(ds[i][0].shape[1:]) == hws[i]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(num_classes=7), "num_classes"),
+    (dict(num_classes=0), "num_classes"),
+    (dict(image_size=(10, 128)), "image_size"),
+    (dict(min_objects=3, max_objects=2), "min_objects"),
+    (dict(num_images=-1), "num_images"),
+])
+def test_bad_arguments(kwargs, match):
+    args = dict(num_images=4)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        SyntheticDataset(**args)
+
+
+def test_index_out_of_range():
+    with pytest.raises(IndexError, match="out of range"):
+        SyntheticDataset(3)[3]
