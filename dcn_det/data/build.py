@@ -86,6 +86,12 @@ class InfiniteLoader:
     def __next__(self):
         return next(self._it)
 
+    def close(self) -> None:
+        """Stops the worker processes now (otherwise they stop when this object is freed)."""
+        shutdown = getattr(self._it, "_shutdown_workers", None)  # absent with num_workers=0
+        if shutdown is not None:
+            shutdown()
+
 
 def build_train_loader(data_cfg, rank: int = 0, world_size: int = 1, seed: int = 0) -> InfiniteLoader:
     """Infinite training batches for this process's shard.
