@@ -55,7 +55,7 @@ def _check_images(data: Dict, ann_file: str) -> None:
         name = img["file_name"]
         norm = os.path.normpath(name) if isinstance(name, str) else ""
         if (not norm or os.path.isabs(name) or norm == ".." or norm.startswith(".." + os.sep)
-                or name.startswith(("/", "\\")) or ":" in name.split("/")[0]):
+                or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":")):
             raise ValueError(f"{ann_file}: image id {img['id']} has file_name {name!r}, which "
                              "must be a relative path inside the image root (no '..', not absolute)")
         if img["id"] in seen:

@@ -131,12 +131,24 @@ def _object_params(rng: np.random.Generator, h: int, w: int, prev: Optional[Dict
 
 
 def render_image(rng: np.random.Generator, height: int, width: int, num_classes: int,
-                 min_objects: int, max_objects: int, min_visible_fraction: float = 0.25) -> Dict:
+                 min_objects: int, max_objects: int, min_visible_fraction: float = 0.25,
+                 return_owner: bool = False) -> Dict:
     """Draws one synthetic image and its annotations.
+
+    Args:
+        rng: the image's generator (all randomness comes from it).
+        height, width: image size in pixels.
+        num_classes: shapes ``SHAPE_NAMES[:num_classes]`` are used.
+        min_objects, max_objects: objects drawn (before occluded ones are dropped).
+        min_visible_fraction: annotate an object if this share of its pixels is visible.
+        return_owner: also return ``"owner"`` and ``"object_index"`` (for tests/visualising).
 
     Returns:
         ``{"image": np.ndarray (H, W, 3) uint8 RGB, "boxes": (M, 4) float32 XYXY px,
-        "labels": (M,) int64 in 0..num_classes-1, "areas": (M,) float32 visible pixels}``.
+        "labels": (M,) int64 in 0..num_classes-1, "areas": (M,) float32 visible pixels}``,
+        plus with ``return_owner`` ``"owner": (H, W) int16`` = index of the object that drew
+        each pixel last (-1 = background), ``"object_index": (M,)`` = the owner index of each
+        box and ``"full_areas"``: in-image pixels of every drawn object before occlusion.
     """
     h, w = height, width
     canvas = _background(rng, h, w)
@@ -174,7 +186,7 @@ def render_image(rng: np.random.Generator, height: int, width: int, num_classes:
     canvas += rng.integers(-10, 11, (h, w, 1)).astype(np.float32)
     image = canvas.clip(0, 255).astype(np.uint8)
 
-    boxes, keep_labels, areas = [], [], []
+    boxes, keep_labels, areas, kept = [], [], [], []
     for i, label in enumerate(labels):
         ys, xs = np.nonzero(owner == i)
         if xs.size == 0 or xs.size < min_visible_fraction * full_areas[i]:
@@ -182,8 +194,13 @@ def render_image(rng: np.random.Generator, height: int, width: int, num_classes:
         boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
         keep_labels.append(label)
         areas.append(xs.size)
-    return {"image": image, "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
-            "labels": np.asarray(keep_labels, np.int64), "areas": np.asarray(areas, np.float32)}
+        kept.append(i)
+    out = {"image": image, "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+           "labels": np.asarray(keep_labels, np.int64), "areas": np.asarray(areas, np.float32)}
+    if return_owner:
+        out.update(owner=owner, object_index=np.asarray(kept, np.int64),
+                   full_areas=np.asarray(full_areas, np.int64))
+    return out
 
 
 class SyntheticDataset:

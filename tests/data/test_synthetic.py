@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from dcn_det.data.synthetic import SHAPE_NAMES, SyntheticDataset
+from dcn_det.data.synthetic import SHAPE_NAMES, SyntheticDataset, render_image
 
 
 def _box_iou(a, b):
@@ -53,15 +53,31 @@ def test_items_have_the_target_format():
         assert torch.equal(b, b.round())
 
 
-def test_box_edges_sit_on_object_pixels():
-    """Each box is tight: its border rows/columns touch pixels unlike the box's outside ring."""
-    ds = SyntheticDataset(10, seed=3, image_size=(128, 160), max_objects=1)
-    for i in range(10):
-        s = ds.generate(i)
-        (x1, y1, x2, y2), = s["boxes"].astype(int)
-        assert s["areas"][0] <= (x2 - x1) * (y2 - y1)
-        # A single object: the shape fills a sizeable part of its tight box (never a sliver box).
-        assert s["areas"][0] >= 0.2 * (x2 - x1) * (y2 - y1)
+def test_boxes_are_tight_bounds_of_visible_pixels():
+    """Each box is exactly the extent of its object's visible pixels; occluded ones are dropped."""
+    dropped = 0
+    for i in range(12):
+        rng = np.random.default_rng([5, i])
+        s = render_image(rng, 96, 128, 6, 3, 8, min_visible_fraction=0.25, return_owner=True)
+        owner = s["owner"]
+        for box, k, area in zip(s["boxes"], s["object_index"], s["areas"]):
+            ys, xs = np.nonzero(owner == k)
+            assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+            assert area == xs.size >= 0.25 * s["full_areas"][k]
+        for k in set(range(len(s["full_areas"]))) - set(s["object_index"].tolist()):
+            assert (owner == k).sum() < 0.25 * s["full_areas"][k]
+            dropped += 1
+        # The last object drawn is never occluded, so no image is empty.
+        assert len(s["full_areas"]) - 1 in s["object_index"].tolist()
+    assert dropped > 0  # occlusion does happen with 3-8 objects in a small image
+
+
+def test_dataset_matches_render_image():
+    ds = SyntheticDataset(2, seed=1, image_size=(64, 80), split="x")
+    s = ds.generate(1)
+    image, t = ds[1]
+    assert np.array_equal(image.permute(1, 2, 0).numpy(), s["image"])
+    assert t["boxes"].tolist() == s["boxes"].tolist()
 
 
 def test_is_a_real_detection_problem():
