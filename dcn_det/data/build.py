@@ -2,10 +2,13 @@
 
 Batches are ``(images: list[uint8 (3, H, W) RGB], targets: list[dict])``: images keep their
 own sizes (the model's ``preprocess`` pads them), so collation is a plain transpose.
+
+Workers are forked with OpenCV's thread pool left alone: calling ``cv2.setNumThreads`` in a
+forked worker deadlocked here (it tears down condition variables the parent's pool threads
+were waiting on), while using the inherited pool is safe.
 """
 from typing import List, Tuple
 
-import cv2
 import torch
 from torch.utils.data import BatchSampler, DataLoader
 
@@ -66,12 +69,6 @@ def collate_lists(batch) -> Tuple[List[torch.Tensor], List[dict]]:
     return [b[0] for b in batch], [b[1] for b in batch]
 
 
-def _worker_init(worker_id: int) -> None:
-    # Each worker is already one of several processes: OpenCV's own thread pool would only
-    # oversubscribe the cores.
-    cv2.setNumThreads(1)
-
-
 class InfiniteLoader:
     """An endless iterator of training batches that keeps its ``dataset`` and ``loader``."""
 
@@ -117,7 +114,7 @@ def build_train_loader(data_cfg, rank: int = 0, world_size: int = 1, seed: int =
     generator = torch.Generator()
     generator.manual_seed(seed * 1000 + rank)
     loader = DataLoader(dataset, batch_sampler=batch_sampler, num_workers=data_cfg.num_workers,
-                        collate_fn=collate_lists, worker_init_fn=_worker_init, generator=generator)
+                        collate_fn=collate_lists, generator=generator)
     return InfiniteLoader(loader)
 
 
@@ -130,4 +127,4 @@ def build_test_loader(data_cfg, rank: int = 0, world_size: int = 1) -> DataLoade
     dataset = build_dataset(data_cfg.test, data_cfg, is_train=False)
     return DataLoader(dataset, sampler=InferenceSampler(len(dataset), rank, world_size),
                       batch_size=data_cfg.test_images_per_batch, num_workers=data_cfg.num_workers,
-                      collate_fn=collate_lists, worker_init_fn=_worker_init)
+                      collate_fn=collate_lists)
