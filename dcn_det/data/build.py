@@ -97,7 +97,8 @@ def build_train_loader(data_cfg, rank: int = 0, world_size: int = 1, seed: int =
         data_cfg: the ``DataConfig``; ``images_per_batch`` is per process.
         rank, world_size: the distributed shard.
         seed: fixes the index stream (shared by all ranks) and the workers' augmentation RNG
-            (offset by rank).
+            (offset by rank). With ``num_workers=0`` the augmentation draws from torch's
+            global generator instead, which the caller seeds.
 
     Returns:
         an ``InfiniteLoader``: ``next()`` gives ``(list[image], list[target])``.

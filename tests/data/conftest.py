@@ -1,8 +1,6 @@
 """Small config fixtures for the data tests (SimpleNamespace stand-ins for config.py)."""
 from types import SimpleNamespace
 
-import pytest
-
 
 def synthetic_cfg(**kw):
     base = dict(num_images=8, seed=0, image_size=[96, 128], num_classes=4, min_objects=1,
@@ -24,8 +22,3 @@ def data_cfg(**kw):
                 aspect_ratio_grouping=True, filter_empty=True)
     base.update(kw)
     return SimpleNamespace(**base)
-
-
-@pytest.fixture
-def make_data_cfg():
-    return data_cfg

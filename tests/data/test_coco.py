@@ -132,9 +132,10 @@ def test_invalid_annotation_files(tmp_path, data, match):
     assert "ann.json" in str(info.value)
 
 
-def test_malformed_json_names_the_file(tmp_path):
+@pytest.mark.parametrize("content", ['{"images": [', ""])
+def test_malformed_json_names_the_file(tmp_path, content):
     path = tmp_path / "broken.json"
-    path.write_text('{"images": [')
+    path.write_text(content)
     with pytest.raises(ValueError, match="broken.json.*not valid JSON"):
         COCODataset(str(path), str(tmp_path))
 
