@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader
 
 from .coco import COCODataset
+from .seeded import SeededBatches, SeededDataset
 from .samplers import (AspectRatioGroupedBatchSampler, InferenceSampler, TrainingSampler,
                        aspect_ratio_group_ids)
 from .synthetic import SyntheticDataset
@@ -74,7 +75,8 @@ class InfiniteLoader:
 
     def __init__(self, loader: DataLoader):
         self.loader = loader
-        self.dataset = loader.dataset
+        # the user-facing dataset, not the SeededDataset wrapper around it
+        self.dataset = getattr(loader.dataset, "dataset", loader.dataset)
         self._it = iter(loader)
 
     def __iter__(self):
@@ -90,15 +92,16 @@ class InfiniteLoader:
             shutdown()
 
 
-def build_train_loader(data_cfg, rank: int = 0, world_size: int = 1, seed: int = 0) -> InfiniteLoader:
+def build_train_loader(data_cfg, rank: int = 0, world_size: int = 1, seed: int = 0,
+                       start_iter: int = 0) -> InfiniteLoader:
     """Infinite training batches for this process's shard.
 
     Args:
         data_cfg: the ``DataConfig``; ``images_per_batch`` is per process.
         rank, world_size: the distributed shard.
-        seed: fixes the index stream (shared by all ranks) and the workers' augmentation RNG
-            (offset by rank). With ``num_workers=0`` the augmentation draws from torch's
-            global generator instead, which the caller seeds.
+        seed: fixes the index stream (shared by all ranks) and each item's augmentation
+            (see :mod:`dcn_det.data.seeded`).
+        start_iter: batches to skip, so a resumed run continues the same batch sequence.
 
     Returns:
         an ``InfiniteLoader``: ``next()`` gives ``(list[image], list[target])``.
@@ -112,10 +115,9 @@ def build_train_loader(data_cfg, rank: int = 0, world_size: int = 1, seed: int =
                                                        data_cfg.images_per_batch)
     else:
         batch_sampler = BatchSampler(sampler, data_cfg.images_per_batch, drop_last=True)
-    generator = torch.Generator()
-    generator.manual_seed(seed * 1000 + rank)
-    loader = DataLoader(dataset, batch_sampler=batch_sampler, num_workers=data_cfg.num_workers,
-                        collate_fn=collate_lists, generator=generator)
+    loader = DataLoader(SeededDataset(dataset),
+                        batch_sampler=SeededBatches(batch_sampler, seed, rank, start_iter),
+                        num_workers=data_cfg.num_workers, collate_fn=collate_lists)
     return InfiniteLoader(loader)
 
 

@@ -133,3 +133,31 @@ def test_test_loader_does_not_flip():
     images, targets = next(iter(loader))
     ref_image, ref_t = SyntheticDataset(5, seed=0, image_size=(96, 128), max_objects=4, split="val")[0]
     assert torch.equal(images[0], ref_image) and torch.equal(targets[0]["boxes"], ref_t["boxes"])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resumed_loader_continues_the_same_batches(workers):
+    """Batches from start_iter=3 equal batches 3.. of an uninterrupted loader, flips included,
+    and loading does not disturb the caller's RNG."""
+    cfg = data_cfg(flip_prob=0.5, num_workers=workers, min_size_train=(80, 96))
+    full = build_train_loader(cfg, seed=5)
+    torch.manual_seed(123)
+    expected_rng = torch.rand(1)
+    torch.manual_seed(123)
+    batches = [next(full) for _ in range(6)]
+    if workers == 0:
+        assert torch.equal(torch.rand(1), expected_rng)
+    full.close()
+    resumed = build_train_loader(cfg, seed=5, start_iter=3)
+    for want in batches[3:]:
+        got = next(resumed)
+        for a, b in zip(got[0], want[0]):
+            assert torch.equal(a, b)
+        for a, b in zip(got[1], want[1]):
+            assert a["image_id"] == b["image_id"] and torch.equal(a["boxes"], b["boxes"])
+    resumed.close()
+    # the flips really vary (otherwise the test would prove nothing)
+    other = build_train_loader(data_cfg(flip_prob=0.0, num_workers=0, min_size_train=(80, 96)),
+                               seed=5)
+    plain = [next(other) for _ in range(6)]
+    assert any(not torch.equal(a, b) for p, q in zip(plain, batches) for a, b in zip(p[0], q[0]))
