@@ -1,11 +1,12 @@
 """Tests for the ResNet backbone, its norm layers and torchvision weight loading."""
+import dataclasses
 import logging
-import types
 
 import pytest
 import torch
 from torch import nn
 
+from dcn_det.config import BackboneConfig
 from dcn_det.modeling.backbone import ResNet, build_backbone, load_pretrained
 from dcn_det.modeling.backbone.resnet import scaled_width
 from dcn_det.modeling.layers import FrozenBatchNorm2d, get_norm
@@ -358,10 +359,8 @@ def test_truncated_missing_and_non_state_dict_files(tmp_path):
 def test_build_backbone_reads_config_and_loads_weights(tmp_path):
     sd = torchvision_resnet_state_dict(18)
     torch.save(sd, tmp_path / "tv.pth")
-    cfg = types.SimpleNamespace(
-        depth=18, width_mult=0.125, stride_in_1x1=False, norm="frozen_bn", gn_groups=32,
-        freeze_at=2, res5_dilation=2, deform_stages=[], deform_modulated=False,
-        deform_offset_groups=4, deform_offset_lr_mult=1.0, pretrained=str(tmp_path / "tv.pth"))
+    cfg = BackboneConfig(depth=18, width_mult=0.125, stride_in_1x1=False, freeze_at=2,
+                         res5_dilation=2, pretrained=str(tmp_path / "tv.pth"))
     model = build_backbone(cfg)
     assert model.out_features == ["res4", "res5"]
     assert model.out_strides == {"res4": 16, "res5": 16}
@@ -370,7 +369,7 @@ def test_build_backbone_reads_config_and_loads_weights(tmp_path):
     assert not model.layer1[0].conv1.weight.requires_grad
     assert model.layer2[0].conv1.weight.requires_grad
     with pytest.raises(FileNotFoundError, match="missing.pth"):
-        build_backbone(types.SimpleNamespace(**{**vars(cfg), "pretrained": "missing.pth"}))
+        build_backbone(dataclasses.replace(cfg, pretrained="missing.pth"))
 
 
 # ---------------------------------------------------------------- deformable stages
@@ -484,10 +483,9 @@ def test_torchvision_weights_into_a_deformable_backbone(tmp_path, modulated):
 
 def test_build_backbone_with_modulated_deformable_res5():
     _, modulated_cls = _deform_classes()
-    cfg = types.SimpleNamespace(
-        depth=50, width_mult=0.125, stride_in_1x1=True, norm="frozen_bn", gn_groups=32,
-        freeze_at=2, res5_dilation=2, deform_stages=["res5"], deform_modulated=True,
-        deform_offset_groups=4, deform_offset_lr_mult=0.5, pretrained="")
+    cfg = BackboneConfig(depth=50, width_mult=0.125, deform_stages=("res5",),
+                         deform_modulated=True, deform_offset_groups=4,
+                         deform_offset_lr_mult=0.5)
     model = build_backbone(cfg)
     assert all(type(b.conv2) is modulated_cls for b in model.layer4)
     assert all(type(b.conv2) is nn.Conv2d for b in model.layer3)
