@@ -86,12 +86,11 @@ class FastRCNNHead(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # Official init_weight_rcnn: N(0, 0.01) for the new layers, N(0, 0.001) for the box
-        # regressor (its targets are small after dividing by the coder stds), zero biases.
-        # The offset fc is zero-initialised by DeformPSRoIPool.
-        for layer, std in ((self.conv_new, 0.01), (self.fc1, 0.01), (self.fc2, 0.01),
-                           (self.cls_score, 0.01), (self.bbox_pred, 0.001)):
-            nn.init.normal_(layer.weight, std=std)
+        # Official init_weight_rcnn (resnet_v1_101_rcnn_dcn): N(0, 0.01) weights for every new
+        # layer, the box regressor included (detectron's 0.001 is not the official value), and
+        # zero biases. The offset fc is zero-initialised by DeformPSRoIPool.
+        for layer in (self.conv_new, self.fc1, self.fc2, self.cls_score, self.bbox_pred):
+            nn.init.normal_(layer.weight, std=0.01)
             nn.init.zeros_(layer.bias)
 
     def forward(self, feature: torch.Tensor, rois: torch.Tensor):
