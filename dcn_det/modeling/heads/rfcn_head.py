@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from dcn_det.ops import DeformPSRoIPool
-from dcn_det.ops._validate import check_rois, check_same, check_tensor
+from dcn_det.ops._validate import check_rois, check_tensor
 
 
 def check_positive(name: str, value, integer: bool) -> None:
@@ -41,7 +41,12 @@ def check_head_inputs(feature: torch.Tensor, rois: torch.Tensor, in_channels: in
             f"{head} was built with in_channels={in_channels}, but feature has shape "
             f"{tuple(feature.shape)}; it needs (N, {in_channels}, H, W)")
     check_rois(rois)
-    check_same(feature, "feature", [("rois", rois)])
+    # Device only: under autocast the feature may be half while the rois stay float32 (half
+    # cannot hold pixel coordinates), and the pooling ops handle that dtype mix themselves.
+    if rois.device != feature.device:
+        raise ValueError(
+            f"rois is on {rois.device} but feature is on {feature.device}; "
+            "they must be on the same device")
 
 
 class RFCNHead(nn.Module):
