@@ -3,13 +3,15 @@
 Shapes are small (C=8 input channels, K=3 classes, 16-channel 1x1 conv, 10x12 feature at
 stride 8) so the whole file runs in seconds on a CPU.
 """
+import dataclasses
 import types
 
 import pytest
 import torch
 
+from dcn_det.config import HeadConfig
 from dcn_det.modeling.heads import FastRCNNHead, RFCNHead, build_box_head
-from dcn_det.ops import DeformPSRoIPool, RoIAlign
+from dcn_det.ops import DeformPSRoIPool, RoIAlign, deform_psroi_pool, roi_align
 
 C_IN, K, CONV, STRIDE = 8, 3, 16, 8
 FEAT_H, FEAT_W = 10, 12  # input image 80 x 96 px
@@ -82,6 +84,49 @@ def test_fast_rcnn_shapes(pooler, agnostic):
     assert cls.shape == (4, K + 1)
     assert box.shape == (4, 1 if agnostic else K, 4)
     assert torch.isfinite(cls).all() and torch.isfinite(box).all()
+
+
+@pytest.mark.parametrize("pooler", ["psroi_plain", "roi_align"])
+def test_fast_rcnn_pooler_settings(pooler):
+    # The pooled features are exactly the op called with the official settings on relu(conv).
+    head = _fast(pooler=pooler).double()
+    feature, rois = _feature(torch.float64), _rois(torch.float64)
+    seen = []
+    head.pool.register_forward_hook(lambda mod, args, out: seen.append(out))
+    head(feature, rois)
+    f = torch.relu(head.conv_new(feature))
+    if pooler == "roi_align":
+        expected = roi_align(f, rois, output_size=7, spatial_scale=1.0 / STRIDE,
+                             sampling_ratio=2, aligned=True)
+    else:
+        expected = deform_psroi_pool(f, rois, None, spatial_scale=1.0 / STRIDE, output_dim=CONV,
+                                     group_size=1, pooled_size=7, part_size=7,
+                                     sample_per_part=4, trans_std=0.0)
+    torch.testing.assert_close(seen[0], expected, rtol=1e-12, atol=0)
+
+
+def test_rfcn_deformable_pooling_settings():
+    # Official settings: per-class offsets for the scores, one shared offset field for the box
+    # maps, both PS-pooled from the offset convs without offsets, trans_std 0.1, part = pooled.
+    head = _rfcn(deformable=True, class_agnostic_bbox=True, trans_std=0.1,
+                 sample_per_part=3).double()
+    with torch.no_grad():
+        for conv in (head.pool_cls.conv_offset, head.pool_bbox.conv_offset):
+            conv.weight.normal_(std=0.5)
+    feature, rois = _feature(torch.float64), _rois(torch.float64)
+    seen = []
+    for pool in (head.pool_cls, head.pool_bbox):
+        pool.register_forward_hook(lambda mod, args, out: seen.append(out))
+    head(feature, rois)
+    f = torch.relu(head.conv_new(feature))
+    common = dict(spatial_scale=1.0 / STRIDE, group_size=3, pooled_size=3, part_size=3,
+                  sample_per_part=3)
+    for maps, pool, dim, c_off, out in ((head.rfcn_cls(f), head.pool_cls, K + 1, K + 1, seen[0]),
+                                        (head.rfcn_bbox(f), head.pool_bbox, 8, 1, seen[1])):
+        offset = deform_psroi_pool(pool.conv_offset(f), rois, None, output_dim=2 * c_off,
+                                   trans_std=0.0, **common)
+        expected = deform_psroi_pool(maps, rois, offset, output_dim=dim, trans_std=0.1, **common)
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=0)
 
 
 def _all_heads():
@@ -237,12 +282,10 @@ def test_fast_rcnn_init_is_official():
 # ---------------------------------------------------------------- builder
 
 def _cfg(**kw):
-    fields = dict(type="rfcn", in_feature="res5", conv_channels=CONV, conv_lr_mult=3.0,
-                  deformable=True, pooler="deformable", pooled_size=3, group_size=3,
-                  sample_per_part=2, trans_std=0.1, offset_lr_mult=1.0, fc_dim=32,
-                  class_agnostic_bbox=True)
+    """The real HeadConfig with small sizes; ``kw`` overrides fields."""
+    fields = dict(conv_channels=CONV, pooled_size=3, group_size=3, sample_per_part=2, fc_dim=32)
     fields.update(kw)
-    return types.SimpleNamespace(**fields)
+    return dataclasses.replace(HeadConfig(), **fields)
 
 
 def test_build_box_head_rfcn_matches_direct_construction():
@@ -290,11 +333,16 @@ def test_build_box_head_fast_rcnn(pooler):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-12)
 
 
-def test_build_box_head_reads_the_real_head_config():
-    config = pytest.importorskip("dcn_det.config", reason="config lands from another branch")
-    cfg = config.HeadConfig()
+def test_build_box_head_with_default_head_config():
+    cfg = HeadConfig()
     head = build_box_head(cfg, in_channels=C_IN, num_classes=K, feature_stride=16)
-    assert isinstance(head, RFCNHead if cfg.type == "rfcn" else FastRCNNHead)
+    assert isinstance(head, RFCNHead) and head.deformable
+    assert head.rfcn_cls.out_channels == 7 * 7 * (K + 1)
+    assert _lr_mults(head) == {"conv_new": cfg.conv_lr_mult,
+                               "pool_cls.conv_offset": cfg.offset_lr_mult,
+                               "pool_bbox.conv_offset": cfg.offset_lr_mult}
+    cls, box = head(torch.randn(1, C_IN, 6, 7), torch.tensor([[0, 5.0, 8.0, 80.0, 90.0]]))
+    assert cls.shape == (1, K + 1) and box.shape == (1, 1, 4)
 
 
 # ---------------------------------------------------------------- bad input
@@ -326,6 +374,8 @@ def test_bad_constructor_arguments_are_rejected():
 
 def test_build_box_head_rejects_bad_type_and_stride():
     with pytest.raises(ValueError, match=r"model\.head\.type.*'mask'"):
-        build_box_head(_cfg(type="mask"), in_channels=C_IN, num_classes=K, feature_stride=16)
+        # A stand-in object: the config loader itself already rejects unknown types.
+        bad = types.SimpleNamespace(**{**dataclasses.asdict(HeadConfig()), "type": "mask"})
+        build_box_head(bad, in_channels=C_IN, num_classes=K, feature_stride=16)
     with pytest.raises(ValueError, match=r"feature_stride.*0"):
         build_box_head(_cfg(), in_channels=C_IN, num_classes=K, feature_stride=0)
