@@ -1,0 +1,424 @@
+// Deformable convolution (v1 and modulated v2), CPU forward and backward kernels.
+//
+// Semantics: ../../shared/DESIGN.md section 4.1 (torchvision's deform_conv2d). Strategy:
+//   1. A sample table per (offset group g, tap k, output position p) holds the four corner
+//      indices of the bilinear sample and their weights (zero for corners outside the image).
+//      It does not depend on the channel, so it is built once per image and reused by the
+//      C_in/G channels of the group.
+//   2. im2col gathers columns (C_in*K, L) with L = H_out*W_out; the convolution is then one
+//      ATen GEMM per conv group, exactly like a dense conv lowered to GEMM.
+//   3. Backward: grad_columns = W^T @ grad_out (GEMM), col2im scatters them into grad_input
+//      (parallel over channels, so no two threads touch the same plane), grad_offset and
+//      grad_mask are reduced over the channels of an offset group (parallel over (g, k,
+//      position chunk), each task owning its output slots), grad_weight = grad_out @ col^T.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <cstdint>
+#include <tuple>
+#include <vector>
+
+namespace dcn_det {
+namespace {
+
+struct Geometry {
+  int64_t n, c_in, h, w, c_out, kh, kw, h_out, w_out;
+  int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, offset_groups;
+  int64_t K() const { return kh * kw; }
+  int64_t L() const { return h_out * w_out; }
+  int64_t HW() const { return h * w; }
+};
+
+// One bilinear sample: 4 corner indices into an (H, W) plane (0 for absent corners) and the
+// weights used by im2col/col2im (already multiplied by the mask).
+template <typename scalar_t>
+struct Sample {
+  int32_t idx[4];
+  scalar_t w[4];
+};
+
+// The backward also needs the unmasked weights (for grad_mask) and the derivatives of the
+// weights with respect to y and x, multiplied by the mask (for grad_offset).
+template <typename scalar_t>
+struct SampleGrad {
+  int32_t idx[4];
+  scalar_t w[4];
+  scalar_t wu[4];
+  scalar_t wy[4];
+  scalar_t wx[4];
+};
+
+// Bilinear corner weights at (y, x) with the zero-outside rule: a corner contributes only if
+// it lies inside the image. Corner order: (y0,x0), (y0,x1), (y1,x0), (y1,x1). Returns false
+// (and leaves outputs zero) when no corner can contribute; NaN coordinates land here too.
+template <typename scalar_t>
+inline bool corners(scalar_t y, scalar_t x, int64_t H, int64_t W, int32_t idx[4],
+                    bool valid[4], scalar_t& ly, scalar_t& lx) {
+  for (int i = 0; i < 4; ++i) {
+    idx[i] = 0;
+    valid[i] = false;
+  }
+  ly = lx = 0;
+  if (!(y > -1 && y < H && x > -1 && x < W)) return false;
+  const int64_t y0 = static_cast<int64_t>(std::floor(y));
+  const int64_t x0 = static_cast<int64_t>(std::floor(x));
+  const int64_t y1 = y0 + 1, x1 = x0 + 1;
+  ly = y - y0;
+  lx = x - x0;
+  const bool vy0 = y0 >= 0, vy1 = y1 <= H - 1, vx0 = x0 >= 0, vx1 = x1 <= W - 1;
+  valid[0] = vy0 && vx0;
+  valid[1] = vy0 && vx1;
+  valid[2] = vy1 && vx0;
+  valid[3] = vy1 && vx1;
+  if (valid[0]) idx[0] = static_cast<int32_t>(y0 * W + x0);
+  if (valid[1]) idx[1] = static_cast<int32_t>(y0 * W + x1);
+  if (valid[2]) idx[2] = static_cast<int32_t>(y1 * W + x0);
+  if (valid[3]) idx[3] = static_cast<int32_t>(y1 * W + x1);
+  return true;
+}
+
+// Sample point of tap (u, v) at output (i, j) for offset group g of image n.
+template <typename scalar_t>
+inline void sample_point(const Geometry& G, const scalar_t* off_n, int64_t g, int64_t k,
+                         int64_t p, scalar_t& y, scalar_t& x) {
+  const int64_t L = G.L();
+  const int64_t i = p / G.w_out, j = p % G.w_out, u = k / G.kw, v = k % G.kw;
+  const scalar_t* o = off_n + (g * 2 * G.K() + 2 * k) * L;
+  y = static_cast<scalar_t>(i * G.stride_h - G.pad_h + u * G.dil_h) + o[p];
+  x = static_cast<scalar_t>(j * G.stride_w - G.pad_w + v * G.dil_w) + o[L + p];
+}
+
+// table[(g*K + k)*L + p] for one image. mask_n is null for v1 (mask = 1).
+template <typename scalar_t>
+void build_table(const Geometry& G, const scalar_t* off_n, const scalar_t* mask_n,
+                 Sample<scalar_t>* table) {
+  const int64_t K = G.K(), L = G.L();
+  at::parallel_for(0, G.offset_groups * K, 1, [&](int64_t b, int64_t e) {
+    for (int64_t gk = b; gk < e; ++gk) {
+      const int64_t g = gk / K, k = gk % K;
+      for (int64_t p = 0; p < L; ++p) {
+        Sample<scalar_t>& s = table[gk * L + p];
+        scalar_t y, x, ly, lx;
+        bool valid[4];
+        sample_point(G, off_n, g, k, p, y, x);
+        corners(y, x, G.h, G.w, s.idx, valid, ly, lx);
+        const scalar_t m = mask_n ? mask_n[gk * L + p] : scalar_t(1);
+        const scalar_t wb[4] = {(1 - ly) * (1 - lx), (1 - ly) * lx, ly * (1 - lx), ly * lx};
+        for (int c = 0; c < 4; ++c) s.w[c] = valid[c] ? wb[c] * m : scalar_t(0);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+void build_table_grad(const Geometry& G, const scalar_t* off_n, const scalar_t* mask_n,
+                      SampleGrad<scalar_t>* table) {
+  const int64_t K = G.K(), L = G.L();
+  at::parallel_for(0, G.offset_groups * K, 1, [&](int64_t b, int64_t e) {
+    for (int64_t gk = b; gk < e; ++gk) {
+      const int64_t g = gk / K, k = gk % K;
+      for (int64_t p = 0; p < L; ++p) {
+        SampleGrad<scalar_t>& s = table[gk * L + p];
+        scalar_t y, x, ly, lx;
+        bool valid[4];
+        sample_point(G, off_n, g, k, p, y, x);
+        const bool inside = corners(y, x, G.h, G.w, s.idx, valid, ly, lx);
+        const scalar_t m = mask_n ? mask_n[gk * L + p] : scalar_t(1);
+        const scalar_t wb[4] = {(1 - ly) * (1 - lx), (1 - ly) * lx, ly * (1 - lx), ly * lx};
+        // d(weight)/dy and d(weight)/dx of each corner; zero outside (the value is 0 there).
+        const scalar_t dy[4] = {-(1 - lx), -lx, 1 - lx, lx};
+        const scalar_t dx[4] = {-(1 - ly), 1 - ly, -ly, ly};
+        for (int c = 0; c < 4; ++c) {
+          const bool ok = inside && valid[c];
+          s.wu[c] = ok ? wb[c] : scalar_t(0);
+          s.w[c] = s.wu[c] * m;
+          s.wy[c] = ok ? dy[c] * m : scalar_t(0);
+          s.wx[c] = ok ? dx[c] * m : scalar_t(0);
+        }
+      }
+    }
+  });
+}
+
+// columns (C_in*K, L): row c*K + k holds channel c sampled at tap k for every position.
+// Table is Sample or SampleGrad (both carry idx and the masked weights w).
+template <typename scalar_t, typename Table>
+void im2col(const Geometry& G, const scalar_t* in_n, const Table* table, scalar_t* col) {
+  const int64_t K = G.K(), L = G.L(), HW = G.HW();
+  const int64_t ch_per_og = G.c_in / G.offset_groups;
+  at::parallel_for(0, G.c_in * K, 1, [&](int64_t b, int64_t e) {
+    for (int64_t row = b; row < e; ++row) {
+      const int64_t c = row / K, k = row % K, g = c / ch_per_og;
+      const scalar_t* plane = in_n + c * HW;
+      const Table* s = table + (g * K + k) * L;
+      scalar_t* out = col + row * L;
+      for (int64_t p = 0; p < L; ++p) {
+        const Table& t = s[p];
+        out[p] = t.w[0] * plane[t.idx[0]] + t.w[1] * plane[t.idx[1]] +
+                 t.w[2] * plane[t.idx[2]] + t.w[3] * plane[t.idx[3]];
+      }
+    }
+  });
+}
+
+// grad_input[n, c] += sum over taps/positions of the scattered grad_columns. One task per
+// channel, so every plane is written by a single thread.
+template <typename scalar_t>
+void col2im(const Geometry& G, const scalar_t* gcol, const SampleGrad<scalar_t>* table,
+            scalar_t* gin_n) {
+  const int64_t K = G.K(), L = G.L(), HW = G.HW();
+  const int64_t ch_per_og = G.c_in / G.offset_groups;
+  at::parallel_for(0, G.c_in, 1, [&](int64_t b, int64_t e) {
+    for (int64_t c = b; c < e; ++c) {
+      scalar_t* plane = gin_n + c * HW;
+      const int64_t g = c / ch_per_og;
+      for (int64_t k = 0; k < K; ++k) {
+        const SampleGrad<scalar_t>* s = table + (g * K + k) * L;
+        const scalar_t* gc = gcol + (c * K + k) * L;
+        for (int64_t p = 0; p < L; ++p) {
+          const SampleGrad<scalar_t>& t = s[p];
+          const scalar_t v = gc[p];
+          plane[t.idx[0]] += t.w[0] * v;
+          plane[t.idx[1]] += t.w[1] * v;
+          plane[t.idx[2]] += t.w[2] * v;
+          plane[t.idx[3]] += t.w[3] * v;
+        }
+      }
+    }
+  });
+}
+
+// grad_offset and grad_mask of one image, reduced over the channels of each offset group.
+// Tasks are (g, k, chunk of positions); each owns its slots of the outputs.
+template <typename scalar_t>
+void offset_mask_grad(const Geometry& G, const scalar_t* in_n, const scalar_t* gcol,
+                      const SampleGrad<scalar_t>* table, scalar_t* goff_n, scalar_t* gmask_n) {
+  const int64_t K = G.K(), L = G.L(), HW = G.HW();
+  const int64_t ch_per_og = G.c_in / G.offset_groups;
+  constexpr int64_t kChunk = 256;
+  const int64_t chunks = (L + kChunk - 1) / kChunk;
+  at::parallel_for(0, G.offset_groups * K * chunks, 1, [&](int64_t b, int64_t e) {
+    scalar_t gy[kChunk], gx[kChunk], gm[kChunk];
+    for (int64_t task = b; task < e; ++task) {
+      const int64_t gk = task / chunks, p0 = (task % chunks) * kChunk;
+      const int64_t g = gk / K, k = gk % K, np = std::min(kChunk, L - p0);
+      const SampleGrad<scalar_t>* s = table + gk * L + p0;
+      for (int64_t q = 0; q < np; ++q) gy[q] = gx[q] = gm[q] = 0;
+      for (int64_t c = g * ch_per_og; c < (g + 1) * ch_per_og; ++c) {
+        const scalar_t* plane = in_n + c * HW;
+        const scalar_t* gc = gcol + (c * K + k) * L + p0;
+        for (int64_t q = 0; q < np; ++q) {
+          const SampleGrad<scalar_t>& t = s[q];
+          const scalar_t v0 = plane[t.idx[0]], v1 = plane[t.idx[1]];
+          const scalar_t v2 = plane[t.idx[2]], v3 = plane[t.idx[3]];
+          const scalar_t d = gc[q];
+          gy[q] += d * (t.wy[0] * v0 + t.wy[1] * v1 + t.wy[2] * v2 + t.wy[3] * v3);
+          gx[q] += d * (t.wx[0] * v0 + t.wx[1] * v1 + t.wx[2] * v2 + t.wx[3] * v3);
+          gm[q] += d * (t.wu[0] * v0 + t.wu[1] * v1 + t.wu[2] * v2 + t.wu[3] * v3);
+        }
+      }
+      scalar_t* oy = goff_n + (g * 2 * K + 2 * k) * L + p0;
+      scalar_t* ox = oy + L;
+      for (int64_t q = 0; q < np; ++q) {
+        oy[q] = gy[q];
+        ox[q] = gx[q];
+      }
+      if (gmask_n) {
+        scalar_t* om = gmask_n + gk * L + p0;
+        for (int64_t q = 0; q < np; ++q) om[q] = gm[q];
+      }
+    }
+  });
+}
+
+// Checks every shape relation and returns the geometry; a direct torch.ops call with bad
+// arguments fails here with a message instead of reading out of bounds.
+Geometry check_args(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& offset,
+                    const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& bias,
+                    int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                    int64_t dil_h, int64_t dil_w, int64_t groups, int64_t offset_groups) {
+  TORCH_CHECK(input.dim() == 4, "deform_conv2d: input must be (N, C_in, H, W), got ",
+              input.sizes());
+  TORCH_CHECK(weight.dim() == 4, "deform_conv2d: weight must be (C_out, C_in/groups, kh, kw), got ",
+              weight.sizes());
+  TORCH_CHECK(offset.dim() == 4, "deform_conv2d: offset must be (N, 2*G*kh*kw, H_out, W_out), got ",
+              offset.sizes());
+  TORCH_CHECK(stride_h > 0 && stride_w > 0, "deform_conv2d: stride must be positive, got (",
+              stride_h, ", ", stride_w, ")");
+  TORCH_CHECK(dil_h > 0 && dil_w > 0, "deform_conv2d: dilation must be positive, got (", dil_h,
+              ", ", dil_w, ")");
+  TORCH_CHECK(pad_h >= 0 && pad_w >= 0, "deform_conv2d: padding must be >= 0, got (", pad_h, ", ",
+              pad_w, ")");
+  TORCH_CHECK(groups > 0 && offset_groups > 0, "deform_conv2d: groups (", groups,
+              ") and offset_groups (", offset_groups, ") must be positive");
+  Geometry G;
+  G.n = input.size(0);
+  G.c_in = input.size(1);
+  G.h = input.size(2);
+  G.w = input.size(3);
+  G.c_out = weight.size(0);
+  G.kh = weight.size(2);
+  G.kw = weight.size(3);
+  G.stride_h = stride_h;
+  G.stride_w = stride_w;
+  G.pad_h = pad_h;
+  G.pad_w = pad_w;
+  G.dil_h = dil_h;
+  G.dil_w = dil_w;
+  G.groups = groups;
+  G.offset_groups = offset_groups;
+  TORCH_CHECK(G.kh > 0 && G.kw > 0, "deform_conv2d: kernel size must be positive, got weight ",
+              weight.sizes());
+  TORCH_CHECK(weight.size(1) * groups == G.c_in, "deform_conv2d: weight ", weight.sizes(),
+              " with groups=", groups, " needs input with ", weight.size(1) * groups,
+              " channels, got input ", input.sizes());
+  TORCH_CHECK(G.c_out % groups == 0, "deform_conv2d: C_out=", G.c_out,
+              " must be divisible by groups=", groups);
+  TORCH_CHECK(G.c_in % offset_groups == 0, "deform_conv2d: C_in=", G.c_in,
+              " must be divisible by offset_groups=", offset_groups);
+  G.h_out = (G.h + 2 * pad_h - (dil_h * (G.kh - 1) + 1)) / stride_h + 1;
+  G.w_out = (G.w + 2 * pad_w - (dil_w * (G.kw - 1) + 1)) / stride_w + 1;
+  TORCH_CHECK(G.h_out > 0 && G.w_out > 0, "deform_conv2d: output size would be (", G.h_out, ", ",
+              G.w_out, ") for input ", input.sizes(), " and weight ", weight.sizes());
+  TORCH_CHECK(G.HW() < (int64_t(1) << 31), "deform_conv2d: input planes larger than 2^31");
+  const std::vector<int64_t> off_shape = {G.n, 2 * offset_groups * G.K(), G.h_out, G.w_out};
+  TORCH_CHECK(offset.sizes() == at::IntArrayRef(off_shape), "deform_conv2d: offset must be ",
+              at::IntArrayRef(off_shape), ", got ", offset.sizes());
+  TORCH_CHECK(offset.scalar_type() == input.scalar_type() &&
+                  weight.scalar_type() == input.scalar_type(),
+              "deform_conv2d: input, weight and offset must share one dtype, got ",
+              input.scalar_type(), ", ", weight.scalar_type(), ", ", offset.scalar_type());
+  TORCH_CHECK(input.device().is_cpu() && weight.device().is_cpu() && offset.device().is_cpu(),
+              "deform_conv2d (CPU kernel): all tensors must be on the CPU");
+  if (mask.has_value() && mask->defined()) {
+    const std::vector<int64_t> m_shape = {G.n, offset_groups * G.K(), G.h_out, G.w_out};
+    TORCH_CHECK(mask->sizes() == at::IntArrayRef(m_shape), "deform_conv2d: mask must be ",
+                at::IntArrayRef(m_shape), ", got ", mask->sizes());
+    TORCH_CHECK(mask->scalar_type() == input.scalar_type() && mask->device().is_cpu(),
+                "deform_conv2d: mask must be a CPU tensor of dtype ", input.scalar_type());
+  }
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == G.c_out, "deform_conv2d: bias must be (",
+                G.c_out, ",), got ", bias->sizes());
+    TORCH_CHECK(bias->scalar_type() == input.scalar_type() && bias->device().is_cpu(),
+                "deform_conv2d: bias must be a CPU tensor of dtype ", input.scalar_type());
+  }
+  return G;
+}
+
+at::Tensor deform_conv2d_forward_cpu(const at::Tensor& input_, const at::Tensor& weight_,
+                                     const at::Tensor& offset_,
+                                     const std::optional<at::Tensor>& mask_,
+                                     const std::optional<at::Tensor>& bias_, int64_t stride_h,
+                                     int64_t stride_w, int64_t pad_h, int64_t pad_w,
+                                     int64_t dil_h, int64_t dil_w, int64_t groups,
+                                     int64_t offset_groups) {
+  const Geometry G = check_args(input_, weight_, offset_, mask_, bias_, stride_h, stride_w, pad_h,
+                                pad_w, dil_h, dil_w, groups, offset_groups);
+  const bool has_mask = mask_.has_value() && mask_->defined();
+  const bool has_bias = bias_.has_value() && bias_->defined();
+  const at::Tensor input = input_.contiguous(), offset = offset_.contiguous();
+  const at::Tensor mask = has_mask ? mask_->contiguous() : at::Tensor();
+  const int64_t K = G.K(), L = G.L();
+  // weight viewed per conv group as (groups, C_out/groups, C_in/groups*K).
+  const at::Tensor w3 = weight_.contiguous().view({groups, G.c_out / groups, weight_.size(1) * K});
+  at::Tensor output = at::zeros({G.n, G.c_out, G.h_out, G.w_out}, input.options());
+  if (G.n == 0) return output;
+
+  at::Tensor columns = at::empty({G.c_in * K, L}, input.options());
+  const at::Tensor cols3 = columns.view({groups, G.c_in / groups * K, L});
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_conv2d_forward_cpu", [&] {
+    std::vector<Sample<scalar_t>> table(G.offset_groups * K * L);
+    for (int64_t n = 0; n < G.n; ++n) {
+      if (G.HW() == 0) {
+        columns.zero_();  // an empty image samples zeros everywhere
+      } else {
+        const scalar_t* off_n = offset.data_ptr<scalar_t>() + n * offset.stride(0);
+        const scalar_t* mask_n = has_mask ? mask.data_ptr<scalar_t>() + n * mask.stride(0)
+                                          : nullptr;
+        build_table(G, off_n, mask_n, table.data());
+        im2col(G, input.data_ptr<scalar_t>() + n * input.stride(0), table.data(),
+               columns.data_ptr<scalar_t>());
+      }
+      at::Tensor out3 = output[n].view({groups, G.c_out / groups, L});
+      at::bmm_out(out3, w3, cols3);
+    }
+  });
+  if (has_bias) output.add_(bias_->view({1, G.c_out, 1, 1}));
+  return output;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+deform_conv2d_backward_cpu(const at::Tensor& grad_output_, const at::Tensor& input_,
+                           const at::Tensor& weight_, const at::Tensor& offset_,
+                           const std::optional<at::Tensor>& mask_,
+                           const std::optional<at::Tensor>& bias_, int64_t stride_h,
+                           int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h,
+                           int64_t dil_w, int64_t groups, int64_t offset_groups) {
+  const Geometry G = check_args(input_, weight_, offset_, mask_, bias_, stride_h, stride_w, pad_h,
+                                pad_w, dil_h, dil_w, groups, offset_groups);
+  const std::vector<int64_t> out_shape = {G.n, G.c_out, G.h_out, G.w_out};
+  TORCH_CHECK(grad_output_.sizes() == at::IntArrayRef(out_shape),
+              "deform_conv2d backward: grad_output must be ", at::IntArrayRef(out_shape), ", got ",
+              grad_output_.sizes());
+  TORCH_CHECK(grad_output_.scalar_type() == input_.scalar_type() && grad_output_.device().is_cpu(),
+              "deform_conv2d backward: grad_output must be a CPU tensor of dtype ",
+              input_.scalar_type());
+  const bool has_mask = mask_.has_value() && mask_->defined();
+  const bool has_bias = bias_.has_value() && bias_->defined();
+  const at::Tensor input = input_.contiguous(), offset = offset_.contiguous();
+  const at::Tensor grad_output = grad_output_.contiguous();
+  const at::Tensor mask = has_mask ? mask_->contiguous() : at::Tensor();
+  const int64_t K = G.K(), L = G.L();
+  const at::Tensor w3 = weight_.contiguous().view({groups, G.c_out / groups, weight_.size(1) * K});
+  const at::Tensor w3t = w3.transpose(1, 2);
+
+  at::Tensor grad_input = at::zeros_like(input);
+  at::Tensor grad_offset = at::zeros_like(offset);
+  at::Tensor grad_mask = has_mask ? at::zeros_like(mask) : at::empty({0}, input.options());
+  at::Tensor grad_weight = at::zeros_like(weight_, at::MemoryFormat::Contiguous);
+  at::Tensor grad_bias = has_bias ? grad_output.sum({0, 2, 3}) : at::empty({0}, input.options());
+  if (G.n == 0) return {grad_input, grad_weight, grad_offset, grad_mask, grad_bias};
+
+  at::Tensor columns = at::empty({G.c_in * K, L}, input.options());
+  at::Tensor grad_columns = at::empty({G.c_in * K, L}, input.options());
+  const at::Tensor cols3 = columns.view({groups, G.c_in / groups * K, L});
+  at::Tensor gcols3 = grad_columns.view({groups, G.c_in / groups * K, L});
+  at::Tensor gw3 = grad_weight.view({groups, G.c_out / groups, weight_.size(1) * K});
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_conv2d_backward_cpu", [&] {
+    std::vector<SampleGrad<scalar_t>> gtable(G.offset_groups * K * L);
+    for (int64_t n = 0; n < G.n; ++n) {
+      const at::Tensor go3 = grad_output[n].view({groups, G.c_out / groups, L});
+      if (G.HW() == 0) {
+        // No pixels: the columns are zero, so only grad_bias (already done) is non-zero.
+        continue;
+      }
+      const scalar_t* in_n = input.data_ptr<scalar_t>() + n * input.stride(0);
+      const scalar_t* off_n = offset.data_ptr<scalar_t>() + n * offset.stride(0);
+      const scalar_t* mask_n = has_mask ? mask.data_ptr<scalar_t>() + n * mask.stride(0) : nullptr;
+      build_table_grad(G, off_n, mask_n, gtable.data());
+      im2col(G, in_n, gtable.data(), columns.data_ptr<scalar_t>());
+      gw3.baddbmm_(go3, cols3.transpose(1, 2));
+      at::bmm_out(gcols3, w3t, go3);
+      col2im(G, grad_columns.data_ptr<scalar_t>(), gtable.data(),
+             grad_input.data_ptr<scalar_t>() + n * grad_input.stride(0));
+      offset_mask_grad(G, in_n, grad_columns.data_ptr<scalar_t>(), gtable.data(),
+                       grad_offset.data_ptr<scalar_t>() + n * grad_offset.stride(0),
+                       has_mask ? grad_mask.data_ptr<scalar_t>() + n * grad_mask.stride(0)
+                                : nullptr);
+    }
+  });
+  return {grad_input, grad_weight, grad_offset, grad_mask, grad_bias};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(dcn_det, CPU, m) {
+  m.impl("deform_conv2d", &deform_conv2d_forward_cpu);
+  m.impl("_deform_conv2d_backward", &deform_conv2d_backward_cpu);
+}
+
+}  // namespace dcn_det
