@@ -40,16 +40,22 @@ struct Sample {
   scalar_t w[4];
 };
 
-// The backward also needs the unmasked weights (for grad_mask) and the derivatives of the
-// weights with respect to y and x, multiplied by the mask (for grad_offset).
+// What the offset/mask gradient needs besides Sample: the unmasked weights (grad_mask) and
+// the derivatives of the weights by y and x times the mask (grad_offset). Kept in a separate
+// table so im2col/col2im stream only the 32 bytes of Sample per entry.
 template <typename scalar_t>
-struct SampleGrad {
-  int32_t idx[4];
-  scalar_t w[4];
+struct Deriv {
   scalar_t wu[4];
   scalar_t wy[4];
   scalar_t wx[4];
 };
+
+// Cache blocking: a chunk of output positions keeps the tables of all taps of an offset group
+// (kChunk*K entries) in L2 while a block of channels reuses them.
+constexpr int64_t kChunk = 256;
+constexpr int64_t kChanBlock = 16;
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Bilinear corner weights at (y, x) with the zero-outside rule: a corner contributes only if
 // it lies inside the image. Corner order: (y0,x0), (y0,x1), (y1,x0), (y1,x1). Returns false
@@ -80,63 +86,37 @@ inline bool corners(scalar_t y, scalar_t x, int64_t H, int64_t W, int32_t idx[4]
   return true;
 }
 
-// Sample point of tap (u, v) at output (i, j) for offset group g of image n.
+// Tables of one image, entry (g*K + k)*L + p. mask_n is null for v1 (mask = 1); deriv is
+// null in the forward.
 template <typename scalar_t>
-inline void sample_point(const Geometry& G, const scalar_t* off_n, int64_t g, int64_t k,
-                         int64_t p, scalar_t& y, scalar_t& x) {
-  const int64_t L = G.L();
-  const int64_t i = p / G.w_out, j = p % G.w_out, u = k / G.kw, v = k % G.kw;
-  const scalar_t* o = off_n + (g * 2 * G.K() + 2 * k) * L;
-  y = static_cast<scalar_t>(i * G.stride_h - G.pad_h + u * G.dil_h) + o[p];
-  x = static_cast<scalar_t>(j * G.stride_w - G.pad_w + v * G.dil_w) + o[L + p];
-}
-
-// table[(g*K + k)*L + p] for one image. mask_n is null for v1 (mask = 1).
-template <typename scalar_t>
-void build_table(const Geometry& G, const scalar_t* off_n, const scalar_t* mask_n,
-                 Sample<scalar_t>* table) {
+void build_tables(const Geometry& G, const scalar_t* off_n, const scalar_t* mask_n,
+                  Sample<scalar_t>* table, Deriv<scalar_t>* deriv) {
   const int64_t K = G.K(), L = G.L();
   at::parallel_for(0, G.offset_groups * K, 1, [&](int64_t b, int64_t e) {
     for (int64_t gk = b; gk < e; ++gk) {
-      const int64_t g = gk / K, k = gk % K;
+      const int64_t g = gk / K, k = gk % K, u = k / G.kw, v = k % G.kw;
+      const scalar_t* oy = off_n + (g * 2 * K + 2 * k) * L;
+      const scalar_t* ox = oy + L;
       for (int64_t p = 0; p < L; ++p) {
+        const int64_t i = p / G.w_out, j = p % G.w_out;
+        const scalar_t y = static_cast<scalar_t>(i * G.stride_h - G.pad_h + u * G.dil_h) + oy[p];
+        const scalar_t x = static_cast<scalar_t>(j * G.stride_w - G.pad_w + v * G.dil_w) + ox[p];
         Sample<scalar_t>& s = table[gk * L + p];
-        scalar_t y, x, ly, lx;
+        scalar_t ly, lx;
         bool valid[4];
-        sample_point(G, off_n, g, k, p, y, x);
         corners(y, x, G.h, G.w, s.idx, valid, ly, lx);
         const scalar_t m = mask_n ? mask_n[gk * L + p] : scalar_t(1);
         const scalar_t wb[4] = {(1 - ly) * (1 - lx), (1 - ly) * lx, ly * (1 - lx), ly * lx};
         for (int c = 0; c < 4; ++c) s.w[c] = valid[c] ? wb[c] * m : scalar_t(0);
-      }
-    }
-  });
-}
-
-template <typename scalar_t>
-void build_table_grad(const Geometry& G, const scalar_t* off_n, const scalar_t* mask_n,
-                      SampleGrad<scalar_t>* table) {
-  const int64_t K = G.K(), L = G.L();
-  at::parallel_for(0, G.offset_groups * K, 1, [&](int64_t b, int64_t e) {
-    for (int64_t gk = b; gk < e; ++gk) {
-      const int64_t g = gk / K, k = gk % K;
-      for (int64_t p = 0; p < L; ++p) {
-        SampleGrad<scalar_t>& s = table[gk * L + p];
-        scalar_t y, x, ly, lx;
-        bool valid[4];
-        sample_point(G, off_n, g, k, p, y, x);
-        const bool inside = corners(y, x, G.h, G.w, s.idx, valid, ly, lx);
-        const scalar_t m = mask_n ? mask_n[gk * L + p] : scalar_t(1);
-        const scalar_t wb[4] = {(1 - ly) * (1 - lx), (1 - ly) * lx, ly * (1 - lx), ly * lx};
-        // d(weight)/dy and d(weight)/dx of each corner; zero outside (the value is 0 there).
+        if (!deriv) continue;
+        // d(weight)/dy and d(weight)/dx of each corner; absent corners contribute nothing.
         const scalar_t dy[4] = {-(1 - lx), -lx, 1 - lx, lx};
         const scalar_t dx[4] = {-(1 - ly), 1 - ly, -ly, ly};
+        Deriv<scalar_t>& d = deriv[gk * L + p];
         for (int c = 0; c < 4; ++c) {
-          const bool ok = inside && valid[c];
-          s.wu[c] = ok ? wb[c] : scalar_t(0);
-          s.w[c] = s.wu[c] * m;
-          s.wy[c] = ok ? dy[c] * m : scalar_t(0);
-          s.wx[c] = ok ? dx[c] * m : scalar_t(0);
+          d.wu[c] = valid[c] ? wb[c] : scalar_t(0);
+          d.wy[c] = valid[c] ? dy[c] * m : scalar_t(0);
+          d.wx[c] = valid[c] ? dx[c] * m : scalar_t(0);
         }
       }
     }
@@ -144,47 +124,66 @@ void build_table_grad(const Geometry& G, const scalar_t* off_n, const scalar_t* 
 }
 
 // columns (C_in*K, L): row c*K + k holds channel c sampled at tap k for every position.
-// Table is Sample or SampleGrad (both carry idx and the masked weights w).
-template <typename scalar_t, typename Table>
-void im2col(const Geometry& G, const scalar_t* in_n, const Table* table, scalar_t* col) {
+// Tasks are (offset group, channel block, position chunk); any split is race-free because
+// every column entry is written once.
+template <typename scalar_t>
+void im2col(const Geometry& G, const scalar_t* in_n, const Sample<scalar_t>* table,
+            scalar_t* col) {
   const int64_t K = G.K(), L = G.L(), HW = G.HW();
-  const int64_t ch_per_og = G.c_in / G.offset_groups;
-  at::parallel_for(0, G.c_in * K, 1, [&](int64_t b, int64_t e) {
-    for (int64_t row = b; row < e; ++row) {
-      const int64_t c = row / K, k = row % K, g = c / ch_per_og;
-      const scalar_t* plane = in_n + c * HW;
-      const Table* s = table + (g * K + k) * L;
-      scalar_t* out = col + row * L;
-      for (int64_t p = 0; p < L; ++p) {
-        const Table& t = s[p];
-        out[p] = t.w[0] * plane[t.idx[0]] + t.w[1] * plane[t.idx[1]] +
-                 t.w[2] * plane[t.idx[2]] + t.w[3] * plane[t.idx[3]];
+  const int64_t cpg = G.c_in / G.offset_groups;
+  const int64_t cblocks = ceil_div(cpg, kChanBlock), chunks = ceil_div(L, kChunk);
+  at::parallel_for(0, G.offset_groups * cblocks * chunks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t task = b; task < e; ++task) {
+      const int64_t g = task / (cblocks * chunks), rest = task % (cblocks * chunks);
+      const int64_t c0 = g * cpg + (rest / chunks) * kChanBlock;
+      const int64_t c1 = std::min(c0 + kChanBlock, (g + 1) * cpg);
+      const int64_t p0 = (rest % chunks) * kChunk, np = std::min(kChunk, L - p0);
+      for (int64_t k = 0; k < K; ++k) {
+        const Sample<scalar_t>* s = table + (g * K + k) * L + p0;
+        for (int64_t c = c0; c < c1; ++c) {
+          const scalar_t* plane = in_n + c * HW;
+          scalar_t* out = col + (c * K + k) * L + p0;
+          for (int64_t q = 0; q < np; ++q) {
+            const Sample<scalar_t>& t = s[q];
+            out[q] = t.w[0] * plane[t.idx[0]] + t.w[1] * plane[t.idx[1]] +
+                     t.w[2] * plane[t.idx[2]] + t.w[3] * plane[t.idx[3]];
+          }
+        }
       }
     }
   });
 }
 
-// grad_input[n, c] += sum over taps/positions of the scattered grad_columns. One task per
-// channel, so every plane is written by a single thread.
+// grad_input[n] += grad_columns scattered back through the samples. Tasks are channel blocks
+// (inside one offset group), so every grad plane is written by a single thread.
 template <typename scalar_t>
-void col2im(const Geometry& G, const scalar_t* gcol, const SampleGrad<scalar_t>* table,
+void col2im(const Geometry& G, const scalar_t* gcol, const Sample<scalar_t>* table,
             scalar_t* gin_n) {
   const int64_t K = G.K(), L = G.L(), HW = G.HW();
-  const int64_t ch_per_og = G.c_in / G.offset_groups;
-  at::parallel_for(0, G.c_in, 1, [&](int64_t b, int64_t e) {
-    for (int64_t c = b; c < e; ++c) {
-      scalar_t* plane = gin_n + c * HW;
-      const int64_t g = c / ch_per_og;
-      for (int64_t k = 0; k < K; ++k) {
-        const SampleGrad<scalar_t>* s = table + (g * K + k) * L;
-        const scalar_t* gc = gcol + (c * K + k) * L;
-        for (int64_t p = 0; p < L; ++p) {
-          const SampleGrad<scalar_t>& t = s[p];
-          const scalar_t v = gc[p];
-          plane[t.idx[0]] += t.w[0] * v;
-          plane[t.idx[1]] += t.w[1] * v;
-          plane[t.idx[2]] += t.w[2] * v;
-          plane[t.idx[3]] += t.w[3] * v;
+  const int64_t cpg = G.c_in / G.offset_groups;
+  constexpr int64_t kBlock = kChanBlock / 2;  // smaller: more tasks for the threads
+  const int64_t cblocks = ceil_div(cpg, kBlock), chunks = ceil_div(L, kChunk);
+  at::parallel_for(0, G.offset_groups * cblocks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t task = b; task < e; ++task) {
+      const int64_t g = task / cblocks;
+      const int64_t c0 = g * cpg + (task % cblocks) * kBlock;
+      const int64_t c1 = std::min(c0 + kBlock, (g + 1) * cpg);
+      for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+        const int64_t p0 = chunk * kChunk, np = std::min(kChunk, L - p0);
+        for (int64_t k = 0; k < K; ++k) {
+          const Sample<scalar_t>* s = table + (g * K + k) * L + p0;
+          for (int64_t c = c0; c < c1; ++c) {
+            scalar_t* plane = gin_n + c * HW;
+            const scalar_t* gc = gcol + (c * K + k) * L + p0;
+            for (int64_t q = 0; q < np; ++q) {
+              const Sample<scalar_t>& t = s[q];
+              const scalar_t v = gc[q];
+              plane[t.idx[0]] += t.w[0] * v;
+              plane[t.idx[1]] += t.w[1] * v;
+              plane[t.idx[2]] += t.w[2] * v;
+              plane[t.idx[3]] += t.w[3] * v;
+            }
+          }
         }
       }
     }
@@ -195,29 +194,31 @@ void col2im(const Geometry& G, const scalar_t* gcol, const SampleGrad<scalar_t>*
 // Tasks are (g, k, chunk of positions); each owns its slots of the outputs.
 template <typename scalar_t>
 void offset_mask_grad(const Geometry& G, const scalar_t* in_n, const scalar_t* gcol,
-                      const SampleGrad<scalar_t>* table, scalar_t* goff_n, scalar_t* gmask_n) {
+                      const Sample<scalar_t>* table, const Deriv<scalar_t>* deriv,
+                      scalar_t* goff_n, scalar_t* gmask_n) {
   const int64_t K = G.K(), L = G.L(), HW = G.HW();
-  const int64_t ch_per_og = G.c_in / G.offset_groups;
-  constexpr int64_t kChunk = 256;
-  const int64_t chunks = (L + kChunk - 1) / kChunk;
+  const int64_t cpg = G.c_in / G.offset_groups;
+  const int64_t chunks = ceil_div(L, kChunk);
   at::parallel_for(0, G.offset_groups * K * chunks, 1, [&](int64_t b, int64_t e) {
     scalar_t gy[kChunk], gx[kChunk], gm[kChunk];
     for (int64_t task = b; task < e; ++task) {
       const int64_t gk = task / chunks, p0 = (task % chunks) * kChunk;
       const int64_t g = gk / K, k = gk % K, np = std::min(kChunk, L - p0);
-      const SampleGrad<scalar_t>* s = table + gk * L + p0;
+      const Sample<scalar_t>* s = table + gk * L + p0;
+      const Deriv<scalar_t>* d = deriv + gk * L + p0;
       for (int64_t q = 0; q < np; ++q) gy[q] = gx[q] = gm[q] = 0;
-      for (int64_t c = g * ch_per_og; c < (g + 1) * ch_per_og; ++c) {
+      for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
         const scalar_t* plane = in_n + c * HW;
         const scalar_t* gc = gcol + (c * K + k) * L + p0;
         for (int64_t q = 0; q < np; ++q) {
-          const SampleGrad<scalar_t>& t = s[q];
-          const scalar_t v0 = plane[t.idx[0]], v1 = plane[t.idx[1]];
-          const scalar_t v2 = plane[t.idx[2]], v3 = plane[t.idx[3]];
-          const scalar_t d = gc[q];
-          gy[q] += d * (t.wy[0] * v0 + t.wy[1] * v1 + t.wy[2] * v2 + t.wy[3] * v3);
-          gx[q] += d * (t.wx[0] * v0 + t.wx[1] * v1 + t.wx[2] * v2 + t.wx[3] * v3);
-          gm[q] += d * (t.wu[0] * v0 + t.wu[1] * v1 + t.wu[2] * v2 + t.wu[3] * v3);
+          const int32_t* idx = s[q].idx;
+          const Deriv<scalar_t>& t = d[q];
+          const scalar_t v0 = plane[idx[0]], v1 = plane[idx[1]];
+          const scalar_t v2 = plane[idx[2]], v3 = plane[idx[3]];
+          const scalar_t gq = gc[q];
+          gy[q] += gq * (t.wy[0] * v0 + t.wy[1] * v1 + t.wy[2] * v2 + t.wy[3] * v3);
+          gx[q] += gq * (t.wx[0] * v0 + t.wx[1] * v1 + t.wx[2] * v2 + t.wx[3] * v3);
+          gm[q] += gq * (t.wu[0] * v0 + t.wu[1] * v1 + t.wu[2] * v2 + t.wu[3] * v3);
         }
       }
       scalar_t* oy = goff_n + (g * 2 * K + 2 * k) * L + p0;
@@ -339,7 +340,7 @@ at::Tensor deform_conv2d_forward_cpu(const at::Tensor& input_, const at::Tensor&
         const scalar_t* off_n = offset.data_ptr<scalar_t>() + n * offset.stride(0);
         const scalar_t* mask_n = has_mask ? mask.data_ptr<scalar_t>() + n * mask.stride(0)
                                           : nullptr;
-        build_table(G, off_n, mask_n, table.data());
+        build_tables<scalar_t>(G, off_n, mask_n, table.data(), nullptr);
         im2col(G, input.data_ptr<scalar_t>() + n * input.stride(0), table.data(),
                columns.data_ptr<scalar_t>());
       }
@@ -389,7 +390,8 @@ deform_conv2d_backward_cpu(const at::Tensor& grad_output_, const at::Tensor& inp
   at::Tensor gcols3 = grad_columns.view({groups, G.c_in / groups * K, L});
   at::Tensor gw3 = grad_weight.view({groups, G.c_out / groups, weight_.size(1) * K});
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_conv2d_backward_cpu", [&] {
-    std::vector<SampleGrad<scalar_t>> gtable(G.offset_groups * K * L);
+    std::vector<Sample<scalar_t>> table(G.offset_groups * K * L);
+    std::vector<Deriv<scalar_t>> deriv(G.offset_groups * K * L);
     for (int64_t n = 0; n < G.n; ++n) {
       const at::Tensor go3 = grad_output[n].view({groups, G.c_out / groups, L});
       if (G.HW() == 0) {
@@ -399,13 +401,13 @@ deform_conv2d_backward_cpu(const at::Tensor& grad_output_, const at::Tensor& inp
       const scalar_t* in_n = input.data_ptr<scalar_t>() + n * input.stride(0);
       const scalar_t* off_n = offset.data_ptr<scalar_t>() + n * offset.stride(0);
       const scalar_t* mask_n = has_mask ? mask.data_ptr<scalar_t>() + n * mask.stride(0) : nullptr;
-      build_table_grad(G, off_n, mask_n, gtable.data());
-      im2col(G, in_n, gtable.data(), columns.data_ptr<scalar_t>());
+      build_tables(G, off_n, mask_n, table.data(), deriv.data());
+      im2col(G, in_n, table.data(), columns.data_ptr<scalar_t>());
       gw3.baddbmm_(go3, cols3.transpose(1, 2));
       at::bmm_out(gcols3, w3t, go3);
-      col2im(G, grad_columns.data_ptr<scalar_t>(), gtable.data(),
+      col2im(G, grad_columns.data_ptr<scalar_t>(), table.data(),
              grad_input.data_ptr<scalar_t>() + n * grad_input.stride(0));
-      offset_mask_grad(G, in_n, grad_columns.data_ptr<scalar_t>(), gtable.data(),
+      offset_mask_grad(G, in_n, grad_columns.data_ptr<scalar_t>(), table.data(), deriv.data(),
                        grad_offset.data_ptr<scalar_t>() + n * grad_offset.stride(0),
                        has_mask ? grad_mask.data_ptr<scalar_t>() + n * grad_mask.stride(0)
                                 : nullptr);
