@@ -30,18 +30,25 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_ms(fn, device: str, repeats: int, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` in milliseconds after ``warmup`` untimed calls."""
+def time_ms(fns, device: str, repeats: int, warmup: int = 2) -> list:
+    """Median wall times in milliseconds of each function in ``fns``.
+
+    The functions are run interleaved (one call of each per round) so that a change in the
+    machine's load during the measurement affects all of them alike; ``warmup`` untimed rounds
+    come first.
+    """
     for _ in range(warmup):
-        fn()
+        for fn in fns:
+            fn()
     _sync(device)
-    times = []
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        for fn, ts in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            ts.append((time.perf_counter() - t0) * 1e3)
+    return [statistics.median(ts) for ts in times]
 
 
 def _fwd_bwd(forward, leaves):
@@ -90,14 +97,13 @@ def bench_deform_conv2d(device: str, repeats: int) -> list:
 
         shape = f"{name} N={n} C={c_in}->{c_out} {h}x{w} k{k} p{pad} d{dil} G{og}"
         with torch.no_grad():
-            t_ours = time_ms(ours, device, repeats)
-            t_dense = time_ms(dense, device, repeats)
-            t_ref = time_ms(ref, device, 1, warmup=0)
+            t_ours, t_dense = time_ms([ours, dense], device, repeats)
+            t_ref, = time_ms([ref], device, 1, warmup=0)
         rows.append(dict(op="deform_conv2d", shape=shape, mode="fwd", ours_ms=t_ours,
                          dense_ms=t_dense, ref_ms=t_ref))
-        t_ours = time_ms(_fwd_bwd(ours, [x, offset, weight, bias]), device, repeats)
-        t_dense = time_ms(_fwd_bwd(dense, [x, weight, bias]), device, repeats)
-        t_ref = time_ms(_fwd_bwd(ref, [x, offset, weight, bias]), device, 1, warmup=0)
+        t_ours, t_dense = time_ms([_fwd_bwd(ours, [x, offset, weight, bias]),
+                                   _fwd_bwd(dense, [x, weight, bias])], device, repeats)
+        t_ref, = time_ms([_fwd_bwd(ref, [x, offset, weight, bias])], device, 1, warmup=0)
         rows.append(dict(op="deform_conv2d", shape=shape, mode="fwd+bwd", ours_ms=t_ours,
                          dense_ms=t_dense, ref_ms=t_ref))
     return rows

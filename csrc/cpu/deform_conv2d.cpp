@@ -123,6 +123,57 @@ void build_tables(const Geometry& G, const scalar_t* off_n, const scalar_t* mask
   });
 }
 
+// The inner loops below handle R channels per pass over a table chunk, so every table entry
+// is loaded once for R channels (R = 4, then 1 for the remainder).
+template <int R, typename scalar_t>
+inline void gather_rows(const Sample<scalar_t>* s, int64_t np, const scalar_t* const* pl,
+                        scalar_t* const* out) {
+  for (int64_t q = 0; q < np; ++q) {
+    const Sample<scalar_t> t = s[q];
+    for (int r = 0; r < R; ++r) {
+      out[r][q] = t.w[0] * pl[r][t.idx[0]] + t.w[1] * pl[r][t.idx[1]] +
+                  t.w[2] * pl[r][t.idx[2]] + t.w[3] * pl[r][t.idx[3]];
+    }
+  }
+}
+
+template <int R, typename scalar_t>
+inline void scatter_rows(const Sample<scalar_t>* s, int64_t np, const scalar_t* const* gc,
+                         scalar_t* const* pl) {
+  for (int64_t q = 0; q < np; ++q) {
+    const Sample<scalar_t> t = s[q];
+    for (int r = 0; r < R; ++r) {
+      const scalar_t v = gc[r][q];
+      pl[r][t.idx[0]] += t.w[0] * v;
+      pl[r][t.idx[1]] += t.w[1] * v;
+      pl[r][t.idx[2]] += t.w[2] * v;
+      pl[r][t.idx[3]] += t.w[3] * v;
+    }
+  }
+}
+
+template <int R, typename scalar_t>
+inline void reduce_rows(const Sample<scalar_t>* s, const Deriv<scalar_t>* d, int64_t np,
+                        const scalar_t* const* pl, const scalar_t* const* gc, scalar_t* gy,
+                        scalar_t* gx, scalar_t* gm) {
+  for (int64_t q = 0; q < np; ++q) {
+    const Sample<scalar_t> t = s[q];
+    const Deriv<scalar_t> e = d[q];
+    scalar_t ay = 0, ax = 0, am = 0;
+    for (int r = 0; r < R; ++r) {
+      const scalar_t v0 = pl[r][t.idx[0]], v1 = pl[r][t.idx[1]];
+      const scalar_t v2 = pl[r][t.idx[2]], v3 = pl[r][t.idx[3]];
+      const scalar_t g = gc[r][q];
+      ay += g * (e.wy[0] * v0 + e.wy[1] * v1 + e.wy[2] * v2 + e.wy[3] * v3);
+      ax += g * (e.wx[0] * v0 + e.wx[1] * v1 + e.wx[2] * v2 + e.wx[3] * v3);
+      am += g * (e.wu[0] * v0 + e.wu[1] * v1 + e.wu[2] * v2 + e.wu[3] * v3);
+    }
+    gy[q] += ay;
+    gx[q] += ax;
+    gm[q] += am;
+  }
+}
+
 // columns (C_in*K, L): row c*K + k holds channel c sampled at tap k for every position.
 // Tasks are (offset group, channel block, position chunk); any split is race-free because
 // every column entry is written once.
@@ -140,14 +191,20 @@ void im2col(const Geometry& G, const scalar_t* in_n, const Sample<scalar_t>* tab
       const int64_t p0 = (rest % chunks) * kChunk, np = std::min(kChunk, L - p0);
       for (int64_t k = 0; k < K; ++k) {
         const Sample<scalar_t>* s = table + (g * K + k) * L + p0;
-        for (int64_t c = c0; c < c1; ++c) {
-          const scalar_t* plane = in_n + c * HW;
-          scalar_t* out = col + (c * K + k) * L + p0;
-          for (int64_t q = 0; q < np; ++q) {
-            const Sample<scalar_t>& t = s[q];
-            out[q] = t.w[0] * plane[t.idx[0]] + t.w[1] * plane[t.idx[1]] +
-                     t.w[2] * plane[t.idx[2]] + t.w[3] * plane[t.idx[3]];
+        int64_t c = c0;
+        for (; c + 4 <= c1; c += 4) {
+          const scalar_t* pl[4];
+          scalar_t* out[4];
+          for (int r = 0; r < 4; ++r) {
+            pl[r] = in_n + (c + r) * HW;
+            out[r] = col + ((c + r) * K + k) * L + p0;
           }
+          gather_rows<4>(s, np, pl, out);
+        }
+        for (; c < c1; ++c) {
+          const scalar_t* pl[1] = {in_n + c * HW};
+          scalar_t* out[1] = {col + (c * K + k) * L + p0};
+          gather_rows<1>(s, np, pl, out);
         }
       }
     }
@@ -172,17 +229,20 @@ void col2im(const Geometry& G, const scalar_t* gcol, const Sample<scalar_t>* tab
         const int64_t p0 = chunk * kChunk, np = std::min(kChunk, L - p0);
         for (int64_t k = 0; k < K; ++k) {
           const Sample<scalar_t>* s = table + (g * K + k) * L + p0;
-          for (int64_t c = c0; c < c1; ++c) {
-            scalar_t* plane = gin_n + c * HW;
-            const scalar_t* gc = gcol + (c * K + k) * L + p0;
-            for (int64_t q = 0; q < np; ++q) {
-              const Sample<scalar_t>& t = s[q];
-              const scalar_t v = gc[q];
-              plane[t.idx[0]] += t.w[0] * v;
-              plane[t.idx[1]] += t.w[1] * v;
-              plane[t.idx[2]] += t.w[2] * v;
-              plane[t.idx[3]] += t.w[3] * v;
+          int64_t c = c0;
+          for (; c + 4 <= c1; c += 4) {
+            const scalar_t* gc[4];
+            scalar_t* pl[4];
+            for (int r = 0; r < 4; ++r) {
+              gc[r] = gcol + ((c + r) * K + k) * L + p0;
+              pl[r] = gin_n + (c + r) * HW;
             }
+            scatter_rows<4>(s, np, gc, pl);
+          }
+          for (; c < c1; ++c) {
+            const scalar_t* gc[1] = {gcol + (c * K + k) * L + p0};
+            scalar_t* pl[1] = {gin_n + c * HW};
+            scatter_rows<1>(s, np, gc, pl);
           }
         }
       }
@@ -207,19 +267,20 @@ void offset_mask_grad(const Geometry& G, const scalar_t* in_n, const scalar_t* g
       const Sample<scalar_t>* s = table + gk * L + p0;
       const Deriv<scalar_t>* d = deriv + gk * L + p0;
       for (int64_t q = 0; q < np; ++q) gy[q] = gx[q] = gm[q] = 0;
-      for (int64_t c = g * cpg; c < (g + 1) * cpg; ++c) {
-        const scalar_t* plane = in_n + c * HW;
-        const scalar_t* gc = gcol + (c * K + k) * L + p0;
-        for (int64_t q = 0; q < np; ++q) {
-          const int32_t* idx = s[q].idx;
-          const Deriv<scalar_t>& t = d[q];
-          const scalar_t v0 = plane[idx[0]], v1 = plane[idx[1]];
-          const scalar_t v2 = plane[idx[2]], v3 = plane[idx[3]];
-          const scalar_t gq = gc[q];
-          gy[q] += gq * (t.wy[0] * v0 + t.wy[1] * v1 + t.wy[2] * v2 + t.wy[3] * v3);
-          gx[q] += gq * (t.wx[0] * v0 + t.wx[1] * v1 + t.wx[2] * v2 + t.wx[3] * v3);
-          gm[q] += gq * (t.wu[0] * v0 + t.wu[1] * v1 + t.wu[2] * v2 + t.wu[3] * v3);
+      int64_t c = g * cpg;
+      for (; c + 4 <= (g + 1) * cpg; c += 4) {
+        const scalar_t* pl[4];
+        const scalar_t* gc[4];
+        for (int r = 0; r < 4; ++r) {
+          pl[r] = in_n + (c + r) * HW;
+          gc[r] = gcol + ((c + r) * K + k) * L + p0;
         }
+        reduce_rows<4>(s, d, np, pl, gc, gy, gx, gm);
+      }
+      for (; c < (g + 1) * cpg; ++c) {
+        const scalar_t* pl[1] = {in_n + c * HW};
+        const scalar_t* gc[1] = {gcol + (c * K + k) * L + p0};
+        reduce_rows<1>(s, d, np, pl, gc, gy, gx, gm);
       }
       scalar_t* oy = goff_n + (g * 2 * K + 2 * k) * L + p0;
       scalar_t* ox = oy + L;
