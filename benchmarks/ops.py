@@ -98,12 +98,12 @@ def bench_deform_conv2d(device: str, repeats: int) -> list:
         shape = f"{name} N={n} C={c_in}->{c_out} {h}x{w} k{k} p{pad} d{dil} G{og}"
         with torch.no_grad():
             t_ours, t_dense = time_ms([ours, dense], device, repeats)
-            t_ref, = time_ms([ref], device, 1, warmup=0)
+            t_ref, = time_ms([ref], device, 2, warmup=0)
         rows.append(dict(op="deform_conv2d", shape=shape, mode="fwd", ours_ms=t_ours,
                          dense_ms=t_dense, ref_ms=t_ref))
         t_ours, t_dense = time_ms([_fwd_bwd(ours, [x, offset, weight, bias]),
                                    _fwd_bwd(dense, [x, weight, bias])], device, repeats)
-        t_ref, = time_ms([_fwd_bwd(ref, [x, offset, weight, bias])], device, 1, warmup=0)
+        t_ref, = time_ms([_fwd_bwd(ref, [x, offset, weight, bias])], device, 2, warmup=0)
         rows.append(dict(op="deform_conv2d", shape=shape, mode="fwd+bwd", ours_ms=t_ours,
                          dense_ms=t_dense, ref_ms=t_ref))
     return rows
