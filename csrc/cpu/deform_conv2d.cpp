@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace dcn_det {
@@ -123,8 +124,16 @@ void build_tables(const Geometry& G, const scalar_t* off_n, const scalar_t* mask
   });
 }
 
-// The inner loops below handle R channels per pass over a table chunk, so every table entry
-// is loaded once for R channels (R = 4, then 1 for the remainder).
+// Calls fn(pack, c) with pack = std::integral_constant<int, 4> for packs of four channels in
+// [c0, c1), then with <int, 1> for the rest; the inner loops load each table entry once per pack.
+template <typename Fn>
+inline void for_channel_packs(int64_t c0, int64_t c1, Fn&& fn) {
+  int64_t c = c0;
+  for (; c + 4 <= c1; c += 4) fn(std::integral_constant<int, 4>{}, c);
+  for (; c < c1; ++c) fn(std::integral_constant<int, 1>{}, c);
+}
+
+// Inner loops over a chunk of positions for R channels (plane pointers pl, column rows).
 template <int R, typename scalar_t>
 inline void gather_rows(const Sample<scalar_t>* s, int64_t np, const scalar_t* const* pl,
                         scalar_t* const* out) {
@@ -191,21 +200,16 @@ void im2col(const Geometry& G, const scalar_t* in_n, const Sample<scalar_t>* tab
       const int64_t p0 = (rest % chunks) * kChunk, np = std::min(kChunk, L - p0);
       for (int64_t k = 0; k < K; ++k) {
         const Sample<scalar_t>* s = table + (g * K + k) * L + p0;
-        int64_t c = c0;
-        for (; c + 4 <= c1; c += 4) {
-          const scalar_t* pl[4];
-          scalar_t* out[4];
-          for (int r = 0; r < 4; ++r) {
+        for_channel_packs(c0, c1, [&](auto pack, int64_t c) {
+          constexpr int R = decltype(pack)::value;
+          const scalar_t* pl[R];
+          scalar_t* out[R];
+          for (int r = 0; r < R; ++r) {
             pl[r] = in_n + (c + r) * HW;
             out[r] = col + ((c + r) * K + k) * L + p0;
           }
-          gather_rows<4>(s, np, pl, out);
-        }
-        for (; c < c1; ++c) {
-          const scalar_t* pl[1] = {in_n + c * HW};
-          scalar_t* out[1] = {col + (c * K + k) * L + p0};
-          gather_rows<1>(s, np, pl, out);
-        }
+          gather_rows<R>(s, np, pl, out);
+        });
       }
     }
   });
@@ -229,21 +233,16 @@ void col2im(const Geometry& G, const scalar_t* gcol, const Sample<scalar_t>* tab
         const int64_t p0 = chunk * kChunk, np = std::min(kChunk, L - p0);
         for (int64_t k = 0; k < K; ++k) {
           const Sample<scalar_t>* s = table + (g * K + k) * L + p0;
-          int64_t c = c0;
-          for (; c + 4 <= c1; c += 4) {
-            const scalar_t* gc[4];
-            scalar_t* pl[4];
-            for (int r = 0; r < 4; ++r) {
+          for_channel_packs(c0, c1, [&](auto pack, int64_t c) {
+            constexpr int R = decltype(pack)::value;
+            const scalar_t* gc[R];
+            scalar_t* pl[R];
+            for (int r = 0; r < R; ++r) {
               gc[r] = gcol + ((c + r) * K + k) * L + p0;
               pl[r] = gin_n + (c + r) * HW;
             }
-            scatter_rows<4>(s, np, gc, pl);
-          }
-          for (; c < c1; ++c) {
-            const scalar_t* gc[1] = {gcol + (c * K + k) * L + p0};
-            scalar_t* pl[1] = {gin_n + c * HW};
-            scatter_rows<1>(s, np, gc, pl);
-          }
+            scatter_rows<R>(s, np, gc, pl);
+          });
         }
       }
     }
@@ -267,21 +266,16 @@ void offset_mask_grad(const Geometry& G, const scalar_t* in_n, const scalar_t* g
       const Sample<scalar_t>* s = table + gk * L + p0;
       const Deriv<scalar_t>* d = deriv + gk * L + p0;
       for (int64_t q = 0; q < np; ++q) gy[q] = gx[q] = gm[q] = 0;
-      int64_t c = g * cpg;
-      for (; c + 4 <= (g + 1) * cpg; c += 4) {
-        const scalar_t* pl[4];
-        const scalar_t* gc[4];
-        for (int r = 0; r < 4; ++r) {
+      for_channel_packs(g * cpg, (g + 1) * cpg, [&](auto pack, int64_t c) {
+        constexpr int R = decltype(pack)::value;
+        const scalar_t* pl[R];
+        const scalar_t* gc[R];
+        for (int r = 0; r < R; ++r) {
           pl[r] = in_n + (c + r) * HW;
           gc[r] = gcol + ((c + r) * K + k) * L + p0;
         }
-        reduce_rows<4>(s, d, np, pl, gc, gy, gx, gm);
-      }
-      for (; c < (g + 1) * cpg; ++c) {
-        const scalar_t* pl[1] = {in_n + c * HW};
-        const scalar_t* gc[1] = {gcol + (c * K + k) * L + p0};
-        reduce_rows<1>(s, d, np, pl, gc, gy, gx, gm);
-      }
+        reduce_rows<R>(s, d, np, pl, gc, gy, gx, gm);
+      });
       scalar_t* oy = goff_n + (g * 2 * K + 2 * k) * L + p0;
       scalar_t* ox = oy + L;
       for (int64_t q = 0; q < np; ++q) {
@@ -316,22 +310,9 @@ Geometry check_args(const at::Tensor& input, const at::Tensor& weight, const at:
               pad_w, ")");
   TORCH_CHECK(groups > 0 && offset_groups > 0, "deform_conv2d: groups (", groups,
               ") and offset_groups (", offset_groups, ") must be positive");
-  Geometry G;
-  G.n = input.size(0);
-  G.c_in = input.size(1);
-  G.h = input.size(2);
-  G.w = input.size(3);
-  G.c_out = weight.size(0);
-  G.kh = weight.size(2);
-  G.kw = weight.size(3);
-  G.stride_h = stride_h;
-  G.stride_w = stride_w;
-  G.pad_h = pad_h;
-  G.pad_w = pad_w;
-  G.dil_h = dil_h;
-  G.dil_w = dil_w;
-  G.groups = groups;
-  G.offset_groups = offset_groups;
+  Geometry G{input.size(0), input.size(1), input.size(2), input.size(3), weight.size(0),
+             weight.size(2), weight.size(3), 0, 0, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+             groups, offset_groups};
   TORCH_CHECK(G.kh > 0 && G.kw > 0, "deform_conv2d: kernel size must be positive, got weight ",
               weight.sizes());
   TORCH_CHECK(weight.size(1) * groups == G.c_in, "deform_conv2d: weight ", weight.sizes(),
