@@ -322,10 +322,15 @@ Geometry check_args(const at::Tensor& input, const at::Tensor& weight, const at:
               " must be divisible by groups=", groups);
   TORCH_CHECK(G.c_in % offset_groups == 0, "deform_conv2d: C_in=", G.c_in,
               " must be divisible by offset_groups=", offset_groups);
-  G.h_out = (G.h + 2 * pad_h - (dil_h * (G.kh - 1) + 1)) / stride_h + 1;
-  G.w_out = (G.w + 2 * pad_w - (dil_w * (G.kw - 1) + 1)) / stride_w + 1;
-  TORCH_CHECK(G.h_out > 0 && G.w_out > 0, "deform_conv2d: output size would be (", G.h_out, ", ",
-              G.w_out, ") for input ", input.sizes(), " and weight ", weight.sizes());
+  // Checked before dividing: C++ division truncates toward zero, so a negative span would
+  // otherwise give one output row.
+  const int64_t span_h = G.h + 2 * pad_h - (dil_h * (G.kh - 1) + 1);
+  const int64_t span_w = G.w + 2 * pad_w - (dil_w * (G.kw - 1) + 1);
+  TORCH_CHECK(span_h >= 0 && span_w >= 0, "deform_conv2d: input ", input.sizes(),
+              " is too small for weight ", weight.sizes(), " with padding (", pad_h, ", ", pad_w,
+              ") and dilation (", dil_h, ", ", dil_w, ")");
+  G.h_out = span_h / stride_h + 1;
+  G.w_out = span_w / stride_w + 1;
   TORCH_CHECK(G.HW() < (int64_t(1) << 31), "deform_conv2d: input planes larger than 2^31");
   const std::vector<int64_t> off_shape = {G.n, 2 * offset_groups * G.K(), G.h_out, G.w_out};
   TORCH_CHECK(offset.sizes() == at::IntArrayRef(off_shape), "deform_conv2d: offset must be ",

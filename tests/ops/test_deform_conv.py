@@ -263,6 +263,12 @@ def test_native_op_checks_shapes_without_the_wrapper():
     with pytest.raises(RuntimeError, match="groups=3"):
         torch.ops.dcn_det.deform_conv2d(*args)
     args = list(_op_args(case))
+    args[0] = torch.randn(1, 4, 2, 6)  # 3x3 kernel, no padding, stride 2: no output rows
+    args[2] = torch.randn(1, 36, 1, 2)
+    args[5:11] = [2, 2, 0, 0, 1, 1]
+    with pytest.raises(RuntimeError, match="too small"):
+        torch.ops.dcn_det.deform_conv2d(*args)
+    args = list(_op_args(case))
     with pytest.raises(RuntimeError, match="grad_output must be"):
         torch.ops.dcn_det._deform_conv2d_backward(torch.randn(1, 6, 6, 5), *args)
 
