@@ -165,8 +165,12 @@ def deform_conv2d(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tenso
     others = [("weight", weight), ("offset", offset), ("mask", mask), ("bias", bias)]
     out_dtype = None
     if torch.is_autocast_enabled(input.device.type):
-        # Mixed dtypes are expected here; the registered autocast rule casts all to float32.
-        check_same(input, "input", [(n, t.to(input.dtype)) for n, t in others if t is not None])
+        # Mixed dtypes are expected here (the registered autocast rule casts all to float32),
+        # so only the devices must agree.
+        for name, t in others:
+            if t is not None and t.device != input.device:
+                raise ValueError(f"{name} is on {t.device} but input is on {input.device}; "
+                                 "all tensors must be on the same device")
     else:
         check_same(input, "input", others)
         if _needs_float32(input.dtype, input.device):

@@ -236,6 +236,8 @@ BAD_INPUTS = {
     "bias_length": (dict(bias=torch.randn(5)), ["bias", "(6,)", "(5,)"]),
     "dtype_mismatch": (dict(weight=torch.randn(6, 4, 3, 3, dtype=F64)), ["weight", "float64",
                                                                          "float32"]),
+    "device_mismatch": (dict(weight=torch.randn(6, 4, 3, 3, device="meta")), ["weight", "meta",
+                                                                             "cpu"]),
     "integer_input": (dict(input=torch.ones(1, 4, 6, 6, dtype=torch.int64)), ["input", "int64"]),
     "bad_stride": (dict(stride=0), ["stride", "(0, 0)"]),
     "too_small": (dict(padding=0, input=torch.randn(1, 4, 2, 2)), ["input", "(1, 4, 2, 2)",
