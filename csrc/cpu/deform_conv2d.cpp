@@ -58,6 +58,18 @@ constexpr int64_t kChanBlock = 16;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Output positions [begin, end) whose columns are in the buffer; a column row holds size()
+// entries. Splitting L into spans keeps the column buffers small (see kColumnBytes).
+struct Span {
+  int64_t begin, end;
+  int64_t size() const { return end - begin; }
+};
+
+// Column buffers are at most this big: they stay in the last-level cache between im2col and
+// the GEMM, and below glibc's 32 MiB mmap threshold, so the allocator reuses them instead of
+// handing fresh zero-filled pages (page faults) to every call.
+constexpr int64_t kColumnBytes = int64_t(16) << 20;
+
 // Bilinear corner weights at (y, x) with the zero-outside rule: a corner contributes only if
 // it lies inside the image. Corner order: (y0,x0), (y0,x1), (y1,x0), (y1,x1). Returns false
 // (and leaves outputs zero) when no corner can contribute; NaN coordinates land here too.
@@ -188,16 +200,17 @@ inline void reduce_rows(const Sample<scalar_t>* s, const Deriv<scalar_t>* d, int
 // every column entry is written once.
 template <typename scalar_t>
 void im2col(const Geometry& G, const scalar_t* in_n, const Sample<scalar_t>* table,
-            scalar_t* col) {
-  const int64_t K = G.K(), L = G.L(), HW = G.HW();
+            Span span, scalar_t* col) {
+  const int64_t K = G.K(), L = G.L(), HW = G.HW(), Ls = span.size();
   const int64_t cpg = G.c_in / G.offset_groups;
-  const int64_t cblocks = ceil_div(cpg, kChanBlock), chunks = ceil_div(L, kChunk);
+  const int64_t cblocks = ceil_div(cpg, kChanBlock), chunks = ceil_div(Ls, kChunk);
   at::parallel_for(0, G.offset_groups * cblocks * chunks, 1, [&](int64_t b, int64_t e) {
     for (int64_t task = b; task < e; ++task) {
       const int64_t g = task / (cblocks * chunks), rest = task % (cblocks * chunks);
       const int64_t c0 = g * cpg + (rest / chunks) * kChanBlock;
       const int64_t c1 = std::min(c0 + kChanBlock, (g + 1) * cpg);
-      const int64_t p0 = (rest % chunks) * kChunk, np = std::min(kChunk, L - p0);
+      const int64_t p0 = span.begin + (rest % chunks) * kChunk;
+      const int64_t np = std::min(kChunk, span.end - p0);
       for (int64_t k = 0; k < K; ++k) {
         const Sample<scalar_t>* s = table + (g * K + k) * L + p0;
         for_channel_packs(c0, c1, [&](auto pack, int64_t c) {
@@ -206,7 +219,7 @@ void im2col(const Geometry& G, const scalar_t* in_n, const Sample<scalar_t>* tab
           scalar_t* out[R];
           for (int r = 0; r < R; ++r) {
             pl[r] = in_n + (c + r) * HW;
-            out[r] = col + ((c + r) * K + k) * L + p0;
+            out[r] = col + ((c + r) * K + k) * Ls + (p0 - span.begin);
           }
           gather_rows<R>(s, np, pl, out);
         });
@@ -218,19 +231,19 @@ void im2col(const Geometry& G, const scalar_t* in_n, const Sample<scalar_t>* tab
 // grad_input[n] += grad_columns scattered back through the samples. Tasks are channel blocks
 // (inside one offset group), so every grad plane is written by a single thread.
 template <typename scalar_t>
-void col2im(const Geometry& G, const scalar_t* gcol, const Sample<scalar_t>* table,
+void col2im(const Geometry& G, const scalar_t* gcol, const Sample<scalar_t>* table, Span span,
             scalar_t* gin_n) {
-  const int64_t K = G.K(), L = G.L(), HW = G.HW();
+  const int64_t K = G.K(), L = G.L(), HW = G.HW(), Ls = span.size();
   const int64_t cpg = G.c_in / G.offset_groups;
   constexpr int64_t kBlock = kChanBlock / 2;  // smaller: more tasks for the threads
-  const int64_t cblocks = ceil_div(cpg, kBlock), chunks = ceil_div(L, kChunk);
+  const int64_t cblocks = ceil_div(cpg, kBlock), chunks = ceil_div(Ls, kChunk);
   at::parallel_for(0, G.offset_groups * cblocks, 1, [&](int64_t b, int64_t e) {
     for (int64_t task = b; task < e; ++task) {
       const int64_t g = task / cblocks;
       const int64_t c0 = g * cpg + (task % cblocks) * kBlock;
       const int64_t c1 = std::min(c0 + kBlock, (g + 1) * cpg);
       for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-        const int64_t p0 = chunk * kChunk, np = std::min(kChunk, L - p0);
+        const int64_t p0 = span.begin + chunk * kChunk, np = std::min(kChunk, span.end - p0);
         for (int64_t k = 0; k < K; ++k) {
           const Sample<scalar_t>* s = table + (g * K + k) * L + p0;
           for_channel_packs(c0, c1, [&](auto pack, int64_t c) {
@@ -238,7 +251,7 @@ void col2im(const Geometry& G, const scalar_t* gcol, const Sample<scalar_t>* tab
             const scalar_t* gc[R];
             scalar_t* pl[R];
             for (int r = 0; r < R; ++r) {
-              gc[r] = gcol + ((c + r) * K + k) * L + p0;
+              gc[r] = gcol + ((c + r) * K + k) * Ls + (p0 - span.begin);
               pl[r] = gin_n + (c + r) * HW;
             }
             scatter_rows<R>(s, np, gc, pl);
@@ -253,16 +266,16 @@ void col2im(const Geometry& G, const scalar_t* gcol, const Sample<scalar_t>* tab
 // Tasks are (g, k, chunk of positions); each owns its slots of the outputs.
 template <typename scalar_t>
 void offset_mask_grad(const Geometry& G, const scalar_t* in_n, const scalar_t* gcol,
-                      const Sample<scalar_t>* table, const Deriv<scalar_t>* deriv,
+                      const Sample<scalar_t>* table, const Deriv<scalar_t>* deriv, Span span,
                       scalar_t* goff_n, scalar_t* gmask_n) {
-  const int64_t K = G.K(), L = G.L(), HW = G.HW();
+  const int64_t K = G.K(), L = G.L(), HW = G.HW(), Ls = span.size();
   const int64_t cpg = G.c_in / G.offset_groups;
-  const int64_t chunks = ceil_div(L, kChunk);
+  const int64_t chunks = ceil_div(Ls, kChunk);
   at::parallel_for(0, G.offset_groups * K * chunks, 1, [&](int64_t b, int64_t e) {
     scalar_t gy[kChunk], gx[kChunk], gm[kChunk];
     for (int64_t task = b; task < e; ++task) {
-      const int64_t gk = task / chunks, p0 = (task % chunks) * kChunk;
-      const int64_t g = gk / K, k = gk % K, np = std::min(kChunk, L - p0);
+      const int64_t gk = task / chunks, p0 = span.begin + (task % chunks) * kChunk;
+      const int64_t g = gk / K, k = gk % K, np = std::min(kChunk, span.end - p0);
       const Sample<scalar_t>* s = table + gk * L + p0;
       const Deriv<scalar_t>* d = deriv + gk * L + p0;
       for (int64_t q = 0; q < np; ++q) gy[q] = gx[q] = gm[q] = 0;
@@ -272,7 +285,7 @@ void offset_mask_grad(const Geometry& G, const scalar_t* in_n, const scalar_t* g
         const scalar_t* gc[R];
         for (int r = 0; r < R; ++r) {
           pl[r] = in_n + (c + r) * HW;
-          gc[r] = gcol + ((c + r) * K + k) * L + p0;
+          gc[r] = gcol + ((c + r) * K + k) * Ls + (p0 - span.begin);
         }
         reduce_rows<R>(s, d, np, pl, gc, gy, gx, gm);
       });
@@ -288,6 +301,16 @@ void offset_mask_grad(const Geometry& G, const scalar_t* in_n, const scalar_t* g
       }
     }
   });
+}
+
+// Equal spans covering [0, L) whose column buffers (rows x span) fit in kColumnBytes.
+std::vector<Span> make_spans(int64_t rows, int64_t L, int64_t elem_size) {
+  const int64_t fit = kColumnBytes / std::max<int64_t>(1, rows * elem_size);
+  const int64_t count = ceil_div(L, std::max(kChunk, fit));
+  const int64_t len = ceil_div(L, count);
+  std::vector<Span> spans;
+  for (int64_t b = 0; b < L; b += len) spans.push_back({b, std::min(L, b + len)});
+  return spans;
 }
 
 // Checks every shape relation and returns the geometry; a direct torch.ops call with bad
@@ -371,28 +394,33 @@ at::Tensor deform_conv2d_forward_cpu(const at::Tensor& input_, const at::Tensor&
   const at::Tensor input = input_.contiguous(), offset = offset_.contiguous();
   const at::Tensor mask = has_mask ? mask_->contiguous() : at::Tensor();
   const int64_t K = G.K(), L = G.L();
-  // weight viewed per conv group as (groups, C_out/groups, C_in/groups*K).
-  const at::Tensor w3 = weight_.contiguous().view({groups, G.c_out / groups, weight_.size(1) * K});
+  // Conv group g uses weight rows [g*cog, (g+1)*cog) and column rows [g*ckg, (g+1)*ckg).
+  const int64_t cog = G.c_out / groups, ckg = weight_.size(1) * K;
+  const at::Tensor w2 = weight_.contiguous().view({G.c_out, ckg});
   at::Tensor output = at::zeros({G.n, G.c_out, G.h_out, G.w_out}, input.options());
-  if (G.n == 0) return output;
-
-  at::Tensor columns = at::empty({G.c_in * K, L}, input.options());
-  const at::Tensor cols3 = columns.view({groups, G.c_in / groups * K, L});
+  if (G.n == 0 || G.HW() == 0) {
+    // No image pixels: every sample is outside, so the output is the bias alone.
+    if (has_bias) output.add_(bias_->view({1, G.c_out, 1, 1}));
+    return output;
+  }
+  const std::vector<Span> spans = make_spans(G.c_in * K, L, input.element_size());
+  at::Tensor buffer = at::empty({G.c_in * K * spans[0].size()}, input.options());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_conv2d_forward_cpu", [&] {
     std::vector<Sample<scalar_t>> table(G.offset_groups * K * L);
     for (int64_t n = 0; n < G.n; ++n) {
-      if (G.HW() == 0) {
-        columns.zero_();  // an empty image samples zeros everywhere
-      } else {
-        const scalar_t* off_n = offset.data_ptr<scalar_t>() + n * offset.stride(0);
-        const scalar_t* mask_n = has_mask ? mask.data_ptr<scalar_t>() + n * mask.stride(0)
-                                          : nullptr;
-        build_tables<scalar_t>(G, off_n, mask_n, table.data(), nullptr);
-        im2col(G, input.data_ptr<scalar_t>() + n * input.stride(0), table.data(),
-               columns.data_ptr<scalar_t>());
+      const scalar_t* off_n = offset.data_ptr<scalar_t>() + n * offset.stride(0);
+      const scalar_t* mask_n = has_mask ? mask.data_ptr<scalar_t>() + n * mask.stride(0) : nullptr;
+      build_tables<scalar_t>(G, off_n, mask_n, table.data(), nullptr);
+      const at::Tensor out2 = output[n].view({G.c_out, L});
+      for (const Span& sp : spans) {
+        at::Tensor cols = buffer.narrow(0, 0, G.c_in * K * sp.size()).view({G.c_in * K, sp.size()});
+        im2col(G, input.data_ptr<scalar_t>() + n * input.stride(0), table.data(), sp,
+               cols.data_ptr<scalar_t>());
+        for (int64_t g = 0; g < groups; ++g) {
+          at::Tensor out_g = out2.narrow(0, g * cog, cog).narrow(1, sp.begin, sp.size());
+          at::mm_out(out_g, w2.narrow(0, g * cog, cog), cols.narrow(0, g * ckg, ckg));
+        }
       }
-      at::Tensor out3 = output[n].view({groups, G.c_out / groups, L});
-      at::bmm_out(out3, w3, cols3);
     }
   });
   if (has_bias) output.add_(bias_->view({1, G.c_out, 1, 1}));
@@ -421,43 +449,48 @@ deform_conv2d_backward_cpu(const at::Tensor& grad_output_, const at::Tensor& inp
   const at::Tensor grad_output = grad_output_.contiguous();
   const at::Tensor mask = has_mask ? mask_->contiguous() : at::Tensor();
   const int64_t K = G.K(), L = G.L();
-  const at::Tensor w3 = weight_.contiguous().view({groups, G.c_out / groups, weight_.size(1) * K});
-  const at::Tensor w3t = w3.transpose(1, 2);
+  const int64_t cog = G.c_out / groups, ckg = weight_.size(1) * K;
+  const at::Tensor w2 = weight_.contiguous().view({G.c_out, ckg});
 
   at::Tensor grad_input = at::zeros_like(input);
   at::Tensor grad_offset = at::zeros_like(offset);
   at::Tensor grad_mask = has_mask ? at::zeros_like(mask) : at::empty({0}, input.options());
   at::Tensor grad_weight = at::zeros_like(weight_, at::MemoryFormat::Contiguous);
   at::Tensor grad_bias = has_bias ? grad_output.sum({0, 2, 3}) : at::empty({0}, input.options());
-  if (G.n == 0) return {grad_input, grad_weight, grad_offset, grad_mask, grad_bias};
+  // With no image pixels the columns are zero: only grad_bias is non-zero.
+  if (G.n == 0 || G.HW() == 0) return {grad_input, grad_weight, grad_offset, grad_mask, grad_bias};
 
-  at::Tensor columns = at::empty({G.c_in * K, L}, input.options());
-  at::Tensor grad_columns = at::empty({G.c_in * K, L}, input.options());
-  const at::Tensor cols3 = columns.view({groups, G.c_in / groups * K, L});
-  at::Tensor gcols3 = grad_columns.view({groups, G.c_in / groups * K, L});
-  at::Tensor gw3 = grad_weight.view({groups, G.c_out / groups, weight_.size(1) * K});
+  const at::Tensor gw2 = grad_weight.view({G.c_out, ckg});
+  const std::vector<Span> spans = make_spans(G.c_in * K, L, input.element_size());
+  at::Tensor buffer = at::empty({G.c_in * K * spans[0].size()}, input.options());
+  at::Tensor grad_buffer = at::empty({G.c_in * K * spans[0].size()}, input.options());
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_conv2d_backward_cpu", [&] {
     std::vector<Sample<scalar_t>> table(G.offset_groups * K * L);
     std::vector<Deriv<scalar_t>> deriv(G.offset_groups * K * L);
     for (int64_t n = 0; n < G.n; ++n) {
-      const at::Tensor go3 = grad_output[n].view({groups, G.c_out / groups, L});
-      if (G.HW() == 0) {
-        // No pixels: the columns are zero, so only grad_bias (already done) is non-zero.
-        continue;
-      }
       const scalar_t* in_n = input.data_ptr<scalar_t>() + n * input.stride(0);
       const scalar_t* off_n = offset.data_ptr<scalar_t>() + n * offset.stride(0);
       const scalar_t* mask_n = has_mask ? mask.data_ptr<scalar_t>() + n * mask.stride(0) : nullptr;
+      scalar_t* gmask_n = has_mask ? grad_mask.data_ptr<scalar_t>() + n * grad_mask.stride(0)
+                                   : nullptr;
       build_tables(G, off_n, mask_n, table.data(), deriv.data());
-      im2col(G, in_n, table.data(), columns.data_ptr<scalar_t>());
-      gw3.baddbmm_(go3, cols3.transpose(1, 2));
-      at::bmm_out(gcols3, w3t, go3);
-      col2im(G, grad_columns.data_ptr<scalar_t>(), table.data(),
-             grad_input.data_ptr<scalar_t>() + n * grad_input.stride(0));
-      offset_mask_grad(G, in_n, grad_columns.data_ptr<scalar_t>(), table.data(), deriv.data(),
-                       grad_offset.data_ptr<scalar_t>() + n * grad_offset.stride(0),
-                       has_mask ? grad_mask.data_ptr<scalar_t>() + n * grad_mask.stride(0)
-                                : nullptr);
+      const at::Tensor go2 = grad_output[n].view({G.c_out, L});
+      for (const Span& sp : spans) {
+        const int64_t rows = G.c_in * K;
+        at::Tensor cols = buffer.narrow(0, 0, rows * sp.size()).view({rows, sp.size()});
+        at::Tensor gcols = grad_buffer.narrow(0, 0, rows * sp.size()).view({rows, sp.size()});
+        im2col(G, in_n, table.data(), sp, cols.data_ptr<scalar_t>());
+        for (int64_t g = 0; g < groups; ++g) {
+          const at::Tensor go_g = go2.narrow(0, g * cog, cog).narrow(1, sp.begin, sp.size());
+          gw2.narrow(0, g * cog, cog).addmm_(go_g, cols.narrow(0, g * ckg, ckg).t());
+          at::Tensor gcols_g = gcols.narrow(0, g * ckg, ckg);
+          at::mm_out(gcols_g, w2.narrow(0, g * cog, cog).t(), go_g);
+        }
+        col2im(G, gcols.data_ptr<scalar_t>(), table.data(), sp,
+               grad_input.data_ptr<scalar_t>() + n * grad_input.stride(0));
+        offset_mask_grad(G, in_n, gcols.data_ptr<scalar_t>(), table.data(), deriv.data(), sp,
+                         grad_offset.data_ptr<scalar_t>() + n * grad_offset.stride(0), gmask_n);
+      }
     }
   });
   return {grad_input, grad_weight, grad_offset, grad_mask, grad_bias};

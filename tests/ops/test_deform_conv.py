@@ -68,6 +68,22 @@ def test_forward_and_gradients_match_reference(name):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
+def test_large_input_split_into_column_spans():
+    """1152 column rows x 2304 positions in float64 exceed the kernel's 16 MiB column buffer,
+    so the positions are processed in several spans (and partial 256-position chunks)."""
+    case = make_case(n=1, c_in=128, c_out=4, h=48, w=48, groups=2, og=4, offset_std=1.0)
+    leaves = _leaves(case)
+    for t in leaves:
+        t.requires_grad_()
+    ours = deform_conv2d(**case)
+    ref = deform_conv2d_ref(**case)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    grad_out = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad(ours, leaves, grad_out),
+                    torch.autograd.grad(ref, leaves, grad_out)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize("use_mask", [True, False])
 def test_gradcheck(use_mask):
     case = make_case(n=1, c_in=2, c_out=2, h=4, w=5, kh=2, kw=2, pad=(1, 0), og=2,
