@@ -5,8 +5,9 @@
 //      indices of the bilinear sample and their weights (zero for corners outside the image).
 //      It does not depend on the channel, so it is built once per image and reused by the
 //      C_in/G channels of the group.
-//   2. im2col gathers columns (C_in*K, L) with L = H_out*W_out; the convolution is then one
-//      ATen GEMM per conv group, exactly like a dense conv lowered to GEMM.
+//   2. im2col gathers columns (C_in*K, span) for a span of the L = H_out*W_out positions (as
+//      many spans as keep the buffer <= 16 MiB); the convolution is then one ATen GEMM per
+//      conv group and span, exactly like a dense conv lowered to GEMM.
 //   3. Backward: grad_columns = W^T @ grad_out (GEMM), col2im scatters them into grad_input
 //      (parallel over channels, so no two threads touch the same plane), grad_offset and
 //      grad_mask are reduced over the channels of an offset group (parallel over (g, k,

@@ -247,8 +247,9 @@ BAD_INPUTS = {
     "groups_indivisible": (dict(weight=torch.randn(6, 3, 3, 3)), ["C_in=4", "weight.size(1)=3"]),
     "c_out_indivisible": (dict(weight=torch.randn(5, 2, 3, 3), bias=torch.randn(5)),
                           ["weight.size(0)=5", "groups=2"]),
-    "offset_groups_indivisible": (dict(offset=torch.randn(1, 54, 6, 6),
-                                       mask=torch.rand(1, 27, 6, 6)), ["offset groups 3", "C_in=4"]),
+    "offset_groups_indivisible": (
+        dict(offset=torch.randn(1, 54, 6, 6), mask=torch.rand(1, 27, 6, 6)),
+        ["offset groups 3", "C_in=4"]),
     "bias_length": (dict(bias=torch.randn(5)), ["bias", "(6,)", "(5,)"]),
     "dtype_mismatch": (dict(weight=torch.randn(6, 4, 3, 3, dtype=F64)), ["weight", "float64",
                                                                          "float32"]),
