@@ -1,0 +1,29 @@
+"""Typed, frozen configuration loaded from YAML.
+
+``load_config(path, overrides)`` reads a file (with ``_base_`` composition and ``--set`` style
+overrides) into ``Config``; builders read its sections (``build_model(cfg.model)``).
+``dump``/``save_config`` write the resolved config; ``cfg.to_dict()``/``config_from_dict``
+carry it through checkpoints.
+"""
+from .convert import ConfigError, config_from_dict
+from .loader import deep_merge, dump, load_config, override_config, parse_override, save_config
+from .schema import (
+    BackboneConfig,
+    Config,
+    DataConfig,
+    DatasetConfig,
+    HeadConfig,
+    ModelConfig,
+    RPNConfig,
+    RuntimeConfig,
+    SolverConfig,
+    SyntheticConfig,
+    TestConfig,
+)
+
+__all__ = [
+    "BackboneConfig", "Config", "ConfigError", "DataConfig", "DatasetConfig", "HeadConfig",
+    "ModelConfig", "RPNConfig", "RuntimeConfig", "SolverConfig", "SyntheticConfig", "TestConfig",
+    "config_from_dict", "deep_merge", "dump", "load_config", "override_config", "parse_override",
+    "save_config",
+]

@@ -1,0 +1,169 @@
+"""Turns nested plain dicts into the typed, frozen schema, rejecting anything that does not fit.
+
+Rules (each error names the dotted key, what it got, what it needs, and where the value came
+from): unknown keys (with the nearest valid name, via difflib); ``bool`` fields take only
+``true``/``false``; ``int`` fields take integers but not booleans; ``float`` fields also take
+integers, and strings such as ``5e-4`` because PyYAML (YAML 1.1) reads an exponent without a
+dot as a string; ``str`` fields take only strings; Literal fields take only their choices;
+list fields take a YAML list (or tuple) whose items are checked the same way, with a fixed
+length where the schema fixes one. Missing keys keep their defaults.
+"""
+import difflib
+import re
+from dataclasses import fields, is_dataclass
+from typing import Any, Dict, Literal, Optional, Tuple, get_args, get_origin, get_type_hints
+
+from .schema import Config
+
+KeyPath = Tuple[str, ...]
+# Maps a key path to a description of where its value came from ("configs/x.yaml", "--set ...").
+Origins = Dict[KeyPath, str]
+
+_FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+class ConfigError(ValueError):
+    """A config file, override or dict that does not fit the schema."""
+
+
+def describe_origin(path: KeyPath, origins: Origins) -> str:
+    """Returns where the value at ``path`` (or its nearest enclosing key) was set."""
+    for n in range(len(path), -1, -1):
+        if path[:n] in origins:
+            return origins[path[:n]]
+    return "<defaults>"
+
+
+def _error(path: KeyPath, message: str, origins: Origins) -> ConfigError:
+    return ConfigError(f"{'.'.join(path)}: {message} in {describe_origin(path, origins)}")
+
+
+def _suggest(word: str, choices) -> str:
+    """Returns ``" (did you mean 'x'?)"`` for the closest choice, or the list of choices."""
+    names = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(word), names, n=1, cutoff=0.5)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    return f" (valid: {', '.join(names)})"
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+class _Mismatch(Exception):
+    """A value that does not fit its field; the caller adds the key and the origin."""
+
+
+def convert_section(cls: type, data: Any, path: KeyPath, origins: Origins):
+    """Builds dataclass ``cls`` from the mapping ``data`` (missing keys keep their defaults).
+
+    Args:
+        cls: a schema dataclass, e.g. ``Config`` or ``BackboneConfig``.
+        data: a dict (``None`` stands for an empty mapping, as YAML writes ``key:``).
+        path: the dotted key of this section, as a tuple (``()`` for the root).
+        origins: where each key path was set, for error messages.
+
+    Raises:
+        ConfigError: unknown key, wrong type or unknown choice, naming the dotted key.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        where = ".".join(path) if path else "the top level"
+        raise ConfigError(
+            f"{where}: expected a mapping of {cls.__name__} fields, got {_type_name(data)} "
+            f"{data!r} in {describe_origin(path, origins)}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    for key in data:
+        if key not in names:
+            raise _error(path + (str(key),), "unknown key" + _suggest(key, names), origins)
+    kwargs = {}
+    for name in names:
+        if name not in data:
+            continue
+        tp = hints[name]
+        if is_dataclass(tp):
+            kwargs[name] = convert_section(tp, data[name], path + (name,), origins)
+            continue
+        try:
+            kwargs[name] = _convert_value(tp, data[name])
+        except _Mismatch as e:
+            raise _error(path + (name,), str(e), origins) from None
+    return cls(**kwargs)
+
+
+def _convert_value(tp: Any, value: Any) -> Any:
+    """Checks ``value`` against the annotation ``tp``; returns it in the schema's type.
+
+    Raises:
+        _Mismatch: with a message saying what was expected and what was got.
+    """
+    if get_origin(tp) is Literal:
+        choices = get_args(tp)
+        # bool is an int subclass: `true` must not pass as the choice 1.
+        for c in choices:
+            if type(value) is type(c) and value == c:
+                return value
+        shown = ", ".join(repr(c) for c in choices)
+        raise _Mismatch(f"{value!r} is not one of {shown}" + _suggest(value, choices))
+    if get_origin(tp) is tuple:
+        return _convert_list(tp, value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - a schema annotation this module does not know
+        raise TypeError(f"config schema has a field of unsupported type {tp!r}")
+    raise _Mismatch(f"expected {tp.__name__}, got {_type_name(value)} {value!r}")
+
+
+def _convert_list(tp: Any, value: Any) -> tuple:
+    args = get_args(tp)
+    variadic = len(args) == 2 and args[1] is Ellipsis
+    need = f"a list of {_arg_name(args[0])}" if variadic else \
+        f"a list of {len(args)} items ({', '.join(_arg_name(a) for a in args)})"
+    if not isinstance(value, (list, tuple)):
+        raise _Mismatch(f"expected {need}, got {_type_name(value)} {value!r}")
+    if not variadic and len(value) != len(args):
+        raise _Mismatch(f"expected {need}, got {len(value)} items {list(value)!r}")
+    item_types = [args[0]] * len(value) if variadic else list(args)
+    out = []
+    for i, (item_tp, item) in enumerate(zip(item_types, value)):
+        try:
+            out.append(_convert_value(item_tp, item))
+        except _Mismatch as e:
+            raise _Mismatch(f"item {i} of {list(value)!r}: {e}") from None
+    return tuple(out)
+
+
+def _arg_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(c) for c in get_args(tp))
+    return tp.__name__
+
+
+def config_from_dict(data: Dict[str, Any], origins: Optional[Origins] = None,
+                     source: str = "<dict>") -> Config:
+    """Builds a validated ``Config`` from nested plain dicts (e.g. one stored in a checkpoint).
+
+    Args:
+        data: ``cfg.to_dict()``-shaped mapping; missing keys keep their defaults.
+        origins: where each key path was set; by default everything is attributed to ``source``.
+        source: the description used in error messages when ``origins`` is not given.
+
+    Raises:
+        ConfigError: unknown key, wrong type or unknown choice.
+    """
+    return convert_section(Config, data, (), origins if origins is not None else {(): source})

@@ -1,0 +1,189 @@
+"""The configuration schema: one frozen dataclass per section, YAML keys = field names.
+
+Every field carries its default and a one-line comment. Lists are stored as tuples so a loaded
+``Config`` is immutable all the way down (``cfg.solver.steps`` is ``(10, 20)``, not ``[10, 20]``);
+``to_dict()`` and ``dump`` turn them back into YAML lists. Types are enforced by
+``dcn_det.config.loader`` when a config is loaded from YAML, overrides or a checkpoint dict.
+"""
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, Dict, Literal, Tuple
+
+
+class _Section:
+    """Mixin giving every section ``to_dict()`` (plain dicts/lists/scalars, YAML-ready)."""
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Returns the section as nested plain dicts; tuples become lists."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+
+def _plain(value: Any) -> Any:
+    """Converts dataclasses and tuples to dicts and lists, recursively."""
+    if is_dataclass(value):
+        return value.to_dict()
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+Stage = Literal["res2", "res3", "res4", "res5"]
+DeformStage = Literal["res3", "res4", "res5"]
+
+
+@dataclass(frozen=True)
+class BackboneConfig(_Section):
+    depth: Literal[18, 34, 50, 101] = 101  # ResNet depth
+    width_mult: float = 1.0  # multiplies every stage width (tiny CPU models use e.g. 0.125)
+    stride_in_1x1: bool = True  # MSRA/Caffe ResNet (stride on the 1x1) vs torchvision (on the 3x3)
+    norm: Literal["frozen_bn", "bn", "gn", "syncbn"] = "frozen_bn"  # normalisation layer
+    gn_groups: int = 32  # number of groups when norm is "gn"
+    freeze_at: int = 2  # 0 = nothing frozen, 1 = stem, 2 = stem+res2, ... 5 = everything
+    res5_dilation: Literal[1, 2] = 2  # 2 = res5 with stride 1 and dilation 2 (output stride 16)
+    deform_stages: Tuple[DeformStage, ...] = ()  # stages whose 3x3 convs are deformable
+    deform_modulated: bool = False  # DCNv2 (offsets + mask) instead of DCNv1 (offsets only)
+    deform_offset_groups: int = 4  # offset groups of each deformable conv
+    deform_offset_lr_mult: float = 1.0  # learning-rate multiplier of the offset convs
+    pretrained: str = ""  # torchvision-format ResNet state dict; "" = random init
+
+
+@dataclass(frozen=True)
+class RPNConfig(_Section):
+    in_feature: Stage = "res4"  # backbone feature the RPN runs on
+    conv_channels: int = 512  # channels of the RPN 3x3 conv
+    anchor_scales: Tuple[float, ...] = (4.0, 8.0, 16.0, 32.0)  # sizes, in units of anchor_stride
+    anchor_ratios: Tuple[float, ...] = (0.5, 1.0, 2.0)  # anchor aspect ratios h/w
+    anchor_stride: int = 16  # pixels between anchor centres (stride of in_feature)
+    objectness: Literal["sigmoid", "softmax"] = "softmax"  # 1 logit per anchor vs 2-way softmax
+    batch_size_per_image: int = 256  # anchors sampled per image for the loss
+    positive_fraction: float = 0.5  # max fraction of positives among sampled anchors
+    fg_iou: float = 0.7  # anchor IoU at or above which it is foreground
+    bg_iou: float = 0.3  # anchor IoU below which it is background
+    pre_nms_topk_train: int = 6000  # proposals kept before NMS, training
+    post_nms_topk_train: int = 300  # proposals kept after NMS, training
+    pre_nms_topk_test: int = 6000  # proposals kept before NMS, inference
+    post_nms_topk_test: int = 300  # proposals kept after NMS, inference
+    nms_thresh: float = 0.7  # proposal NMS IoU threshold
+    min_size: float = 0.0  # proposals with a side below this (input pixels) are dropped
+    box_loss_weight: float = 1.0  # weight of the RPN box regression loss
+    smooth_l1_beta: float = 1.0 / 9.0  # smooth-L1 transition point of the box loss
+
+
+@dataclass(frozen=True)
+class HeadConfig(_Section):
+    type: Literal["rfcn", "fast_rcnn"] = "rfcn"  # R-FCN head or Fast R-CNN (2fc) head
+    in_feature: Stage = "res5"  # backbone feature the head pools from
+    conv_channels: int = 1024  # channels of the 1x1 conv before pooling (256 for fast_rcnn configs)
+    conv_lr_mult: float = 3.0  # learning-rate multiplier of that 1x1 conv
+    deformable: bool = True  # R-FCN: deformable PS-RoI pooling vs plain PS-RoI pooling
+    pooler: Literal["deformable", "psroi_plain", "roi_align"] = "deformable"  # fast_rcnn only
+    pooled_size: int = 7  # output bins per side of the RoI pooling
+    group_size: int = 7  # position-sensitive score map grid (R-FCN)
+    sample_per_part: int = 4  # bilinear samples per bin side in deformable pooling
+    trans_std: float = 0.1  # scale of the predicted pooling offsets
+    offset_lr_mult: float = 0.01  # learning-rate multiplier of the offset predictor
+    fc_dim: int = 1024  # width of the two fc layers (fast_rcnn)
+    class_agnostic_bbox: bool = True  # one box regressor for all classes
+    batch_size_per_image: int = 128  # RoIs sampled per image for the loss
+    positive_fraction: float = 0.25  # max fraction of foreground RoIs
+    fg_iou: float = 0.5  # RoI IoU at or above which it is foreground
+    bg_iou_hi: float = 0.5  # RoI IoU below which it may be background ...
+    bg_iou_lo: float = 0.0  # ... and at or above which (0 = any)
+    ohem: bool = False  # online hard example mining instead of random sampling
+    box_coder_stds: Tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)  # dx,dy,dw,dh stds
+    smooth_l1_beta: float = 1.0  # smooth-L1 transition point of the box loss
+    score_thresh: float = 0.001  # detections below this score are dropped
+    nms_thresh: float = 0.3  # per-class NMS IoU threshold at inference
+    detections_per_image: int = 100  # detections kept per image after NMS
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Section):
+    arch: Literal["rfcn", "faster_rcnn"] = "rfcn"  # detector family
+    num_classes: int = 20  # K object classes, background excluded
+    pixel_mean: Tuple[float, float, float] = (123.675, 116.28, 103.53)  # RGB mean, 0-255 scale
+    pixel_std: Tuple[float, float, float] = (58.395, 57.12, 57.375)  # RGB std, 0-255 scale
+    size_divisibility: int = 32  # preprocess pads H and W up to a multiple of this
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)  # ResNet trunk
+    rpn: RPNConfig = field(default_factory=RPNConfig)  # region proposal network
+    head: HeadConfig = field(default_factory=HeadConfig)  # second-stage box head
+
+
+@dataclass(frozen=True)
+class SyntheticConfig(_Section):
+    num_images: int = 64  # images in the in-memory synthetic set
+    seed: int = 0  # generator seed (each image is seeded from (seed, index))
+    image_size: Tuple[int, int] = (256, 320)  # (h, w) before the resize transform
+    num_classes: int = 4  # shape classes drawn
+    min_objects: int = 1  # fewest objects per image
+    max_objects: int = 6  # most objects per image
+    split: str = "train"  # split name given to the generator ("train", "val", ...)
+
+
+@dataclass(frozen=True)
+class DatasetConfig(_Section):
+    type: Literal["coco", "voc", "synthetic"] = "synthetic"  # dataset format
+    root: str = ""  # coco: image folder; voc: VOCdevkit folder; synthetic: "" = in memory
+    ann_file: str = ""  # coco instances JSON
+    splits: Tuple[str, ...] = ()  # voc: ["2007/trainval", "2012/trainval"] = year/imageset
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # for type "synthetic"
+
+
+@dataclass(frozen=True)
+class DataConfig(_Section):
+    train: DatasetConfig = field(default_factory=DatasetConfig)  # training set
+    test: DatasetConfig = field(default_factory=DatasetConfig)  # evaluation set
+    min_size_train: Tuple[int, ...] = (600,)  # short-side sizes, one picked at random per image
+    max_size_train: int = 1000  # cap on the long side, training
+    min_size_test: int = 600  # short side at inference
+    max_size_test: int = 1000  # cap on the long side at inference
+    flip_prob: float = 0.5  # horizontal flip probability, training
+    images_per_batch: int = 1  # training images per process per step
+    test_images_per_batch: int = 1  # inference images per process per step
+    num_workers: int = 2  # data loader worker processes
+    aspect_ratio_grouping: bool = True  # batch landscape and portrait images separately
+    filter_empty: bool = True  # drop training images without usable annotations
+
+
+@dataclass(frozen=True)
+class SolverConfig(_Section):
+    base_lr: float = 0.0005  # learning rate after warmup
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 0.0005  # L2 weight decay of weights
+    weight_decay_norm: float = 0.0  # weight decay of normalisation parameters
+    bias_lr_factor: float = 1.0  # learning-rate multiplier of biases
+    schedule: Literal["step", "cosine"] = "step"  # learning-rate schedule after warmup
+    steps: Tuple[int, ...] = ()  # iterations at which "step" multiplies the lr by gamma
+    gamma: float = 0.1  # step decay factor
+    max_iter: int = 1000  # training iterations
+    warmup_iters: int = 500  # linear warmup length in iterations
+    warmup_factor: float = 0.001  # lr factor at iteration 0 of warmup
+    clip_grad_norm: float = 0.0  # max gradient norm; 0.0 = off
+    amp: bool = False  # mixed precision (CUDA only)
+    checkpoint_period: int = 1000  # iterations between checkpoints
+    keep_last: int = 3  # checkpoints kept on disk
+
+
+@dataclass(frozen=True)
+class TestConfig(_Section):
+    __test__ = False  # a config section, not a pytest test class
+    evaluator: Literal["coco", "voc"] = "coco"  # metric: COCO AP or VOC mAP at IoU 0.5
+    eval_period: int = 0  # iterations between evaluations during training; 0 = only at the end
+
+
+@dataclass(frozen=True)
+class RuntimeConfig(_Section):
+    output_dir: str = "out/run"  # config.yaml, checkpoints, logs and metrics go here
+    seed: int = 0  # global RNG seed
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" = cuda when available
+    log_period: int = 20  # iterations between log lines
+    deterministic: bool = False  # request deterministic kernels (slower)
+    inject_nan_at_iter: int = -1  # test hook: make the loss NaN at this iteration; -1 = never
+
+
+@dataclass(frozen=True)
+class Config(_Section):
+    model: ModelConfig = field(default_factory=ModelConfig)  # the detector
+    data: DataConfig = field(default_factory=DataConfig)  # datasets and loading
+    solver: SolverConfig = field(default_factory=SolverConfig)  # optimisation
+    test: TestConfig = field(default_factory=TestConfig)  # evaluation
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # output, seeds, device

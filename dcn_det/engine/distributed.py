@@ -1,0 +1,51 @@
+"""Process-group helpers: torchrun initialisation, rank queries, cross-rank reductions."""
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def is_dist() -> bool:
+    """True when a process group is initialised (torchrun with more than zero peers)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def is_main_process() -> bool:
+    return get_rank() == 0
+
+
+def init_from_env(device: torch.device) -> None:
+    """Joins the process group that torchrun describes in the environment, if any.
+
+    NCCL on CUDA, gloo on CPU. Without ``WORLD_SIZE`` (a plain ``python tools/train.py``) or
+    with ``WORLD_SIZE=1`` nothing happens.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_dist():
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+
+
+def any_true(flag: bool, device: torch.device) -> bool:
+    """True on every rank if ``flag`` is true on any rank (so all ranks stop together)."""
+    if not is_dist():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def barrier() -> None:
+    if is_dist():
+        dist.barrier()
