@@ -5,33 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from dcn_det import ops
 from dcn_det.modeling.heads.roi_heads import RoIHeads
 from dcn_det.structures import box_iou
-
-
-# TEST-ONLY stand-ins, used until dcn_det.ops.nms / batched_nms land on this branch.
-def _nms_standin(boxes, scores, thr):
-    order = scores.argsort(descending=True)
-    keep = []
-    while order.numel():
-        i = order[0]
-        keep.append(int(i))
-        order = order[1:][box_iou(boxes[i:i + 1], boxes[order[1:]])[0] <= thr]
-    return torch.tensor(keep, dtype=torch.int64)
-
-
-def _batched_nms_standin(boxes, scores, idxs, thr):
-    if boxes.numel() == 0:
-        return torch.zeros(0, dtype=torch.int64)
-    shifted = boxes + (idxs.to(boxes) * (boxes.max() + 1))[:, None]
-    return _nms_standin(shifted, scores, thr)
-
-
-@pytest.fixture(autouse=True)
-def _nms(monkeypatch):
-    if not hasattr(ops, "batched_nms"):
-        monkeypatch.setattr(ops, "batched_nms", _batched_nms_standin, raising=False)
 
 
 class LinearHead(nn.Module):

@@ -5,26 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dcn_det import ops
 from dcn_det.modeling.rpn import RPN, AnchorGenerator, RPNHead
 from dcn_det.structures import ImageList, box_iou
-
-
-# TEST-ONLY stand-in, used until dcn_det.ops.nms lands on this branch.
-def _nms_standin(boxes, scores, thr):
-    order = scores.argsort(descending=True)
-    keep = []
-    while order.numel():
-        i = order[0]
-        keep.append(int(i))
-        order = order[1:][box_iou(boxes[i:i + 1], boxes[order[1:]])[0] <= thr]
-    return torch.tensor(keep, dtype=torch.int64)
-
-
-@pytest.fixture(autouse=True)
-def _nms(monkeypatch):
-    if not hasattr(ops, "nms"):
-        monkeypatch.setattr(ops, "nms", _nms_standin, raising=False)
 
 
 # generate_anchors(base_size=16, ratios=[0.5, 1, 2], scales=[8, 16, 32]) of the official
