@@ -13,3 +13,7 @@ from dcn_det.ops.deform_psroi_pool import DeformPSRoIPool, deform_psroi_pool  # 
 # RoIAlign and NMS (torchvision semantics).
 from dcn_det.ops.nms import batched_nms, nms  # noqa: E402
 from dcn_det.ops.roi_align import RoIAlign, roi_align  # noqa: E402
+
+# deform_conv2d v1/v2 (DESIGN 4.1)
+from dcn_det.ops.deform_conv import (  # noqa: E402
+    DeformConv2d, ModulatedDeformConv2d, deform_conv2d)
