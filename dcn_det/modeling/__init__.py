@@ -1,5 +1,9 @@
 """Detection models. ``build_model(cfg.model)`` is the one entry point."""
+from dcn_det.modeling.backbone import build_backbone
 from dcn_det.modeling.detector import TwoStageDetector
+from dcn_det.modeling.heads import build_box_head
+from dcn_det.modeling.heads.roi_heads import RoIHeads
+from dcn_det.modeling.rpn import RPN
 
 # The arch names of ModelConfig and the box-head types of HeadConfig that go together.
 _HEAD_OF_ARCH = {"rfcn": "rfcn", "faster_rcnn": "fast_rcnn"}
@@ -14,11 +18,6 @@ def build_model(cfg_model) -> TwoStageDetector:
     Returns:
         A :class:`TwoStageDetector` in training mode.
     """
-    from dcn_det.modeling.backbone import build_backbone
-    from dcn_det.modeling.heads import build_box_head
-    from dcn_det.modeling.heads.roi_heads import RoIHeads
-    from dcn_det.modeling.rpn import RPN
-
     if _HEAD_OF_ARCH.get(cfg_model.arch) != cfg_model.head.type:
         raise ValueError(
             f"model.arch={cfg_model.arch!r} needs model.head.type="
