@@ -41,7 +41,8 @@ def _sync(device):
 
 
 def _median_s(fn, device, repeats):
-    fn()  # warm-up (allocator, cudnn autotune, first-call overheads)
+    for _ in range(2 if device.type == "cuda" else 1):
+        fn()  # warm-up (allocator, cudnn autotune, first-call overheads)
     _sync(device)
     times = []
     for _ in range(repeats):

@@ -20,7 +20,8 @@ def test_training_iteration_cuda_amp(config):
     model = build_model(cfg.model).cuda().train()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3,
                           momentum=0.9)
-    scaler = torch.amp.GradScaler("cuda")
+    # a modest initial scale: the default 2**16 overflows float16 at first and skips steps
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0 ** 8)
     images = [torch.randint(0, 256, (3, 600, 800), dtype=torch.uint8, device="cuda"),
               torch.randint(0, 256, (3, 512, 900), dtype=torch.uint8, device="cuda")]
     targets = [{"boxes": torch.tensor([[50.0, 60.0, 300.0, 400.0]], device="cuda"),
@@ -31,13 +32,16 @@ def test_training_iteration_cuda_amp(config):
     offsets = [p for n, p in model.named_parameters() if "offset" in n]
     assert offsets, "the deformable model has offset layers"
     before = [p.detach().clone() for p in offsets]
-    for _ in range(2):
+    for _ in range(3):
         with torch.autocast("cuda", dtype=torch.float16):
             losses = model(images, targets)
         total = sum(losses.values())
         assert torch.isfinite(total), losses
         opt.zero_grad()
         scaler.scale(total).backward()
+        scaler.unscale_(opt)
+        grads = [p.grad for p in offsets if p.grad is not None]
+        assert grads and any(g.abs().sum() > 0 for g in grads), "no gradient reaches the offsets"
         scaler.step(opt)
         scaler.update()
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before, offsets))
