@@ -15,7 +15,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
                                     "configs/faster_rcnn/faster_rcnn_r101_dcn_dpool_coco.yaml",
                                     "configs/rfcn/rfcn_r101_dcnv2_coco.yaml"])
 def test_training_iteration_cuda_amp(config):
-    cfg = load_config(os.path.join(ROOT, config))
+    # Random weights: trainable BatchNorm keeps a random 101-layer net finite (FrozenBN is the
+    # identity until pretrained statistics are loaded, and the activations then blow up).
+    cfg = load_config(os.path.join(ROOT, config),
+                      ["model.backbone.norm=bn", "model.backbone.freeze_at=0"])
     torch.manual_seed(0)
     model = build_model(cfg.model).cuda().train()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3,
