@@ -115,9 +115,14 @@ def build_train_loader(data_cfg, rank: int = 0, world_size: int = 1, seed: int =
                                                        data_cfg.images_per_batch)
     else:
         batch_sampler = BatchSampler(sampler, data_cfg.images_per_batch, drop_last=True)
+    # The DataLoader draws its workers' base seed from `generator`; a private one keeps it
+    # from consuming the global RNG, which a resumed run restores from its checkpoint.
+    generator = torch.Generator()
+    generator.manual_seed(seed * 1000 + rank)
     loader = DataLoader(SeededDataset(dataset),
                         batch_sampler=SeededBatches(batch_sampler, seed, rank, start_iter),
-                        num_workers=data_cfg.num_workers, collate_fn=collate_lists)
+                        num_workers=data_cfg.num_workers, collate_fn=collate_lists,
+                        generator=generator)
     return InfiniteLoader(loader)
 
 
