@@ -86,7 +86,7 @@ def draw_detections(image_rgb: np.ndarray, boxes, scores, labels,
             continue
         color = class_color(labels[i])
         x1, y1, x2, y2 = (int(round(v)) for v in np.clip(boxes[i], -1, [w, h, w, h]))
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, thick, lineType=cv2.LINE_AA)
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
         name = class_names[labels[i]] if class_names is not None else str(labels[i])
         text = f"{name} {scores[i]:.2f}"
         (tw, th), base = cv2.getTextSize(text, _FONT, font_scale, 1)

@@ -1,0 +1,144 @@
+"""Predictor (resize, rescale back, inputs), drawing, PNG output and tools/infer.py."""
+import struct
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from dcn_det.predictor import Predictor, read_image, resized_size
+from dcn_det.visualization import class_color, draw_detections, save_png
+from tests.test_export import NAMES, TinyDetector, tiny_config
+
+
+@pytest.fixture
+def predictor():
+    torch.manual_seed(0)
+    return Predictor.from_model(TinyDetector(), tiny_config(), NAMES, score_thresh=0.0)
+
+
+def random_image(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("hw, short, cap, want", [
+    ((100, 200), 50, 1000, (50, 100)),   # short side rules
+    ((100, 400), 50, 120, (30, 120)),    # long side capped
+    ((300, 100), 60, 0, (180, 60)),      # portrait, no cap
+    ((64, 64), 64, 64, (64, 64)),        # already the right size
+])
+def test_resized_size(hw, short, cap, want):
+    assert resized_size(*hw, short, cap) == want
+
+
+@pytest.mark.parametrize("hw", [(150, 90), (60, 100)])
+def test_boxes_equal_direct_call_scaled_back(predictor, hw):
+    h, w = hw
+    image = random_image(h, w)
+    got = predictor(image)
+    cfg = tiny_config().data
+    nh, nw = resized_size(h, w, cfg.min_size_test, cfg.max_size_test)
+    assert (nh, nw) != (h, w)
+    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    with torch.no_grad():
+        direct = predictor.model([torch.from_numpy(resized).permute(2, 0, 1).contiguous()])[0]
+    scale = torch.tensor([w / nw, h / nh, w / nw, h / nh])
+    assert len(direct["scores"]) > 0
+    torch.testing.assert_close(got["boxes"], direct["boxes"] * scale)
+    torch.testing.assert_close(got["scores"], direct["scores"])
+    assert torch.equal(got["labels"], direct["labels"])
+    assert got["class_names"] == [NAMES[k] for k in direct["labels"].tolist()]
+    # Boxes are in the original frame: within [0, w] x [0, h].
+    assert float(got["boxes"][:, 0::2].max()) <= w + 1e-4
+    assert float(got["boxes"][:, 1::2].max()) <= h + 1e-4
+
+
+def test_score_threshold_and_order(predictor):
+    image = random_image(90, 120, seed=3)
+    everything = predictor(image)
+    predictor.score_thresh = float(everything["scores"].median())
+    kept = predictor(image)
+    assert 0 < len(kept["scores"]) < len(everything["scores"])
+    assert bool((kept["scores"] >= predictor.score_thresh).all())
+    assert bool((kept["scores"][:-1] >= kept["scores"][1:]).all())
+    assert kept["boxes"].shape == (len(kept["scores"]), 4) and kept["labels"].dtype == torch.int64
+
+
+def test_path_input_equals_array_input(predictor, tmp_path):
+    image = random_image(70, 100, seed=1)
+    path = str(tmp_path / "img.png")
+    cv2.imwrite(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert np.array_equal(read_image(path), image)  # BGR -> RGB
+    a, b = predictor(path), predictor(image)
+    assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["labels"], b["labels"])
+
+
+def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """Inserts an APP1 EXIF segment holding only the Orientation tag after the JPEG's SOI."""
+    tiff = b"MM\x00\x2a\x00\x00\x00\x08" + struct.pack(">H", 1) + \
+        struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0)
+    payload = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[:10, :20] = (255, 0, 0)  # a red block in the top-left corner
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_JPEG_QUALITY, 100])
+    assert ok
+    path = tmp_path / "rot.jpg"
+    path.write_bytes(_with_exif_orientation(jpeg.tobytes(), 6))  # 6 = rotate 90 deg clockwise
+    rgb = read_image(path)
+    assert rgb.shape == (60, 40, 3)
+    # After a clockwise turn the top-left corner is at the top right.
+    assert rgb[2:8, -8:-2, 0].mean() > 200 and rgb[2:8, -8:-2, 2].mean() < 50
+
+
+def test_bad_inputs(predictor, tmp_path):
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8.*float32"):
+        predictor(random_image(20, 20).astype(np.float32))
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8.*\(20, 20\)"):
+        predictor(np.zeros((20, 20), np.uint8))
+    with pytest.raises(ValueError, match="got list"):
+        predictor([[0, 0, 0]])
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        predictor(str(tmp_path / "nope.png"))
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"this is not an image")
+    with pytest.raises(RuntimeError, match="bad.jpg"):
+        predictor(str(bad))
+    with pytest.raises(ValueError, match=r"score_thresh must be in \[0, 1\], got 1.5"):
+        Predictor.from_model(TinyDetector(), tiny_config(), NAMES, score_thresh=1.5)
+    with pytest.raises(ValueError, match="class_names has 2 names"):
+        Predictor.from_model(TinyDetector(), tiny_config(), NAMES[:2])
+
+
+def test_draw_detections():
+    image = np.full((60, 80, 3), 128, np.uint8)
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 55.0], [5.0, 5.0, 30.0, 30.0]])
+    drawn = draw_detections(image, boxes, torch.tensor([0.9, 0.2]), torch.tensor([2, 0]),
+                            NAMES, score_thresh=0.5)
+    assert drawn.shape == image.shape and drawn.dtype == np.uint8
+    assert (image == 128).all()  # input untouched
+    assert tuple(drawn[40, 10]) == class_color(2)  # left edge of the kept box
+    assert tuple(drawn[50, 50]) == class_color(2)  # right edge
+    assert (drawn[35:45, 20:40] == 128).all()  # inside the box is untouched
+    assert (drawn[25, 5] == 128).all()  # the low-score box was not drawn
+    assert len({class_color(k) for k in range(20)}) == 20
+    empty = draw_detections(image, torch.zeros(0, 4), torch.zeros(0), torch.zeros(0), NAMES)
+    assert np.array_equal(empty, image)
+    with pytest.raises(ValueError, match=r"labels must be in 0..2.*\[0, 3\]"):
+        draw_detections(image, boxes, torch.tensor([0.9, 0.8]), torch.tensor([3, 0]), NAMES)
+    with pytest.raises(ValueError, match="same length"):
+        draw_detections(image, boxes, torch.tensor([0.9]), torch.tensor([1, 0]), NAMES)
+
+
+def test_save_png(tmp_path):
+    image = random_image(30, 40)
+    path = save_png(str(tmp_path / "a" / "b.png"), image)
+    assert np.array_equal(cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB), image)
+    with pytest.raises(ValueError, match=r"must end in '\.png'"):
+        save_png(str(tmp_path / "x.jpg"), image)
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
+        save_png(str(tmp_path / "x.png"), image[..., 0])
