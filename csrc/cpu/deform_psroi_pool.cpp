@@ -1,0 +1,378 @@
+// CPU kernels of dcn_det::deform_psroi_pool, the official DeformablePSROIPooling operator
+// (../shared/DESIGN.md section 4.2).
+//
+// Forward: one task per output element (r, c, ph, pw), parallel with at::parallel_for.
+//
+// Backward, race-free without atomics:
+//   * grad_input: every output element (r, c, ph, pw) reads only input channel
+//     (c*G + gh(ph))*G + gw(pw), and that map from (c, gh, gw) to channels is injective. So the
+//     backward runs one task per input channel; a task visits every RoI (whatever its image) and
+//     the (ph, pw) bins whose (gh, gw) select this channel, and it alone writes that channel's
+//     planes in all images. Every output element is visited by exactly one task.
+//   * grad_offset: the same pass stores, per output element, dL/dw and dL/dh summed over its
+//     samples (a private slot, so no collision); a second pass, one task per RoI, reduces those
+//     over the channels of each offset class into grad_offset (each RoI owns its offset rows).
+// This also makes the backward deterministic.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <limits>
+#include <tuple>
+#include <vector>
+
+namespace dcn_det {
+namespace {
+
+// Per-RoI geometry in feature-map coordinates, exactly as the official operator computes it.
+template <typename T>
+struct RoiBox {
+  int64_t batch;
+  T x1, y1, roi_w, roi_h, bin_w, bin_h, sub_w, sub_h;
+};
+
+template <typename T>
+RoiBox<T> roi_box(const T* roi, double spatial_scale, int64_t pooled, int64_t samples) {
+  const T scale = static_cast<T>(spatial_scale);
+  RoiBox<T> b;
+  b.batch = static_cast<int64_t>(roi[0]);
+  // std::round is C's round: half away from zero, as in the official kernel.
+  b.x1 = std::round(roi[1]) * scale - T(0.5);
+  b.y1 = std::round(roi[2]) * scale - T(0.5);
+  const T x2 = (std::round(roi[3]) + T(1)) * scale - T(0.5);
+  const T y2 = (std::round(roi[4]) + T(1)) * scale - T(0.5);
+  b.roi_w = std::max(x2 - b.x1, T(0.1));
+  b.roi_h = std::max(y2 - b.y1, T(0.1));
+  b.bin_w = b.roi_w / static_cast<T>(pooled);
+  b.bin_h = b.roi_h / static_cast<T>(pooled);
+  b.sub_w = b.bin_w / static_cast<T>(samples);
+  b.sub_h = b.bin_h / static_cast<T>(samples);
+  return b;
+}
+
+// The integer constants shared by forward and backward.
+struct Dims {
+  int64_t channels, height, width;  // input
+  int64_t num_rois, output_dim, group, pooled, part, samples;
+  int64_t channels_per_class;  // output_dim / C_off
+  int64_t offset_channels;     // 2 * C_off (0 without offset)
+};
+
+template <typename T>
+std::vector<RoiBox<T>> roi_boxes(const T* rois, double spatial_scale, const Dims& d) {
+  std::vector<RoiBox<T>> boxes(d.num_rois);
+  for (int64_t r = 0; r < d.num_rois; ++r)
+    boxes[r] = roi_box(rois + r * 5, spatial_scale, d.pooled, d.samples);
+  return boxes;
+}
+
+inline int64_t group_index(int64_t p, const Dims& d) {
+  return std::min(p * d.group / d.pooled, d.group - 1);
+}
+
+// Bilinear sample position (h, w) of bin (ph, pw) of output channel c in RoI r, before the
+// per-sample step; tx/ty come from the offset (0 without one).
+template <typename T>
+inline void bin_start(const RoiBox<T>& box, const T* offset, T trans_std, int64_t r, int64_t c,
+                      int64_t ph, int64_t pw, const Dims& d, T* hstart, T* wstart) {
+  T tx = 0, ty = 0;
+  if (offset != nullptr) {
+    const int64_t cls = c / d.channels_per_class;
+    const int64_t part_h = ph * d.part / d.pooled;
+    const int64_t part_w = pw * d.part / d.pooled;
+    const T* o = offset + r * d.offset_channels * d.part * d.part + part_h * d.part + part_w;
+    tx = o[(2 * cls) * d.part * d.part] * trans_std;
+    ty = o[(2 * cls + 1) * d.part * d.part] * trans_std;
+  }
+  *wstart = static_cast<T>(pw) * box.bin_w + box.x1 + tx * box.roi_w;
+  *hstart = static_cast<T>(ph) * box.bin_h + box.y1 + ty * box.roi_h;
+}
+
+// Neighbours and weights of a (clamped) bilinear sample; floor/ceil as the official kernel, so
+// on an integer coordinate both neighbours are the same pixel.
+template <typename T>
+struct Bilinear {
+  int64_t y0, y1, x0, x1;
+  T dy, dx;
+};
+
+template <typename T>
+inline Bilinear<T> bilinear(T h, T w) {
+  Bilinear<T> s;
+  const T fy = std::floor(h), fx = std::floor(w);
+  s.y0 = static_cast<int64_t>(fy);
+  s.x0 = static_cast<int64_t>(fx);
+  s.y1 = static_cast<int64_t>(std::ceil(h));
+  s.x1 = static_cast<int64_t>(std::ceil(w));
+  s.dy = h - fy;
+  s.dx = w - fx;
+  return s;
+}
+
+// Written so that a NaN coordinate counts as skipped and can never become an index.
+template <typename T>
+inline bool skipped(T h, T w, const Dims& d) {
+  return !(w >= T(-0.5) && w <= static_cast<T>(d.width) - T(0.5) && h >= T(-0.5) &&
+           h <= static_cast<T>(d.height) - T(0.5));
+}
+
+Dims check_and_dims(const at::Tensor& input, const at::Tensor& rois,
+                    const c10::optional<at::Tensor>& offset, int64_t output_dim,
+                    int64_t group_size, int64_t pooled_size, int64_t part_size,
+                    int64_t sample_per_part) {
+  TORCH_CHECK(input.dim() == 4, "deform_psroi_pool: input must be (N, C, H, W), got shape ",
+              input.sizes());
+  TORCH_CHECK(rois.dim() == 2 && rois.size(1) == 5,
+              "deform_psroi_pool: rois must be (R, 5) rows [batch_index, x1, y1, x2, y2], got shape ",
+              rois.sizes());
+  TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
+              "deform_psroi_pool: the CPU kernel supports float32 and float64 input, got ",
+              input.scalar_type());
+  TORCH_CHECK(rois.scalar_type() == input.scalar_type(), "deform_psroi_pool: rois dtype ",
+              rois.scalar_type(), " must equal input dtype ", input.scalar_type());
+  TORCH_CHECK(output_dim > 0 && group_size > 0 && pooled_size > 0 && part_size > 0 &&
+                  sample_per_part > 0,
+              "deform_psroi_pool: output_dim, group_size, pooled_size, part_size and "
+              "sample_per_part must be positive, got ",
+              output_dim, ", ", group_size, ", ", pooled_size, ", ", part_size, ", ",
+              sample_per_part);
+  TORCH_CHECK(input.size(2) > 0 && input.size(3) > 0,
+              "deform_psroi_pool: input must have a non-empty spatial size, got shape ",
+              input.sizes());
+  TORCH_CHECK(input.size(1) == output_dim * group_size * group_size,
+              "deform_psroi_pool: input must have output_dim*group_size^2 = ",
+              output_dim * group_size * group_size, " channels, got shape ", input.sizes());
+  Dims d{input.size(1), input.size(2), input.size(3), rois.size(0), output_dim, group_size,
+         pooled_size, part_size, sample_per_part, output_dim, 0};
+  if (offset.has_value() && offset->defined()) {
+    const at::Tensor& o = *offset;
+    TORCH_CHECK(o.scalar_type() == input.scalar_type(), "deform_psroi_pool: offset dtype ",
+                o.scalar_type(), " must equal input dtype ", input.scalar_type());
+    TORCH_CHECK(o.dim() == 4 && o.size(0) == rois.size(0) && o.size(1) > 0 &&
+                    o.size(1) % 2 == 0 && o.size(2) == part_size && o.size(3) == part_size,
+                "deform_psroi_pool: offset must be (R=", rois.size(0), ", 2*C_off, part_size=",
+                part_size, ", part_size=", part_size, "), got shape ", o.sizes());
+    const int64_t classes = o.size(1) / 2;
+    TORCH_CHECK(output_dim % classes == 0, "deform_psroi_pool: output_dim (", output_dim,
+                ") must be divisible by the offset classes C_off = offset.size(1)/2 = ", classes);
+    d.channels_per_class = output_dim / classes;
+    d.offset_channels = o.size(1);
+  }
+  return d;
+}
+
+// Errors (instead of reading out of bounds) on a batch index outside [0, N), and on
+// non-finite coordinates, which would otherwise silently give an empty (zero) RoI.
+template <typename T>
+void check_rois_values(const T* rois, int64_t num_rois, int64_t batch) {
+  for (int64_t r = 0; r < num_rois; ++r) {
+    const T b = rois[r * 5];
+    TORCH_CHECK(b >= T(0) && b < static_cast<T>(batch) && std::floor(b) == b,
+                "deform_psroi_pool: rois[", r, ", 0] (batch index) is ", b,
+                " but must be an integer in [0, ", batch, ")");
+    for (int k = 1; k < 5; ++k) {
+      TORCH_CHECK(std::isfinite(rois[r * 5 + k]), "deform_psroi_pool: rois[", r, ", ", k,
+                  "] is ", rois[r * 5 + k], "; box coordinates must be finite");
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& input_, const at::Tensor& rois_,
+                                               const c10::optional<at::Tensor>& offset_,
+                                               double spatial_scale, int64_t output_dim,
+                                               int64_t group_size, int64_t pooled_size,
+                                               int64_t part_size, int64_t sample_per_part,
+                                               double trans_std) {
+  const Dims d = check_and_dims(input_, rois_, offset_, output_dim, group_size, pooled_size,
+                                part_size, sample_per_part);
+  const at::Tensor input = input_.contiguous();
+  const at::Tensor rois = rois_.contiguous();
+  const bool has_offset = d.offset_channels > 0;
+  const at::Tensor offset = has_offset ? offset_->contiguous() : at::Tensor();
+  at::Tensor output = at::zeros({d.num_rois, output_dim, pooled_size, pooled_size}, input.options());
+  at::Tensor count = at::zeros_like(output);
+  if (d.num_rois == 0) return {output, count};
+
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_psroi_pool_forward", [&] {
+    using T = scalar_t;
+    const T* in = input.data_ptr<T>();
+    const T* ro = rois.data_ptr<T>();
+    const T* off = has_offset ? offset.data_ptr<T>() : nullptr;
+    T* out = output.data_ptr<T>();
+    T* cnt = count.data_ptr<T>();
+    check_rois_values(ro, d.num_rois, input.size(0));
+    const T tstd = static_cast<T>(trans_std);
+    const int64_t P = d.pooled, S = d.samples, H = d.height, W = d.width;
+    const std::vector<RoiBox<T>> boxes = roi_boxes(ro, spatial_scale, d);
+    // RoIs innermost: consecutive tasks read the same input channel, which then stays in cache
+    // (RoI-major order was ~4x slower single-threaded on R-FCN's 3969-channel score maps).
+    const int64_t total = d.num_rois * output_dim * P * P;
+    at::parallel_for(0, total, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t j = begin; j < end; ++j) {
+        const int64_t r = j % d.num_rois, bin = j / d.num_rois;
+        const int64_t pw = bin % P, ph = (bin / P) % P, c = bin / (P * P);
+        const int64_t i = ((r * output_dim + c) * P + ph) * P + pw;
+        const RoiBox<T>& box = boxes[r];
+        T hstart, wstart;
+        bin_start(box, off, tstd, r, c, ph, pw, d, &hstart, &wstart);
+        const int64_t ch = (c * d.group + group_index(ph, d)) * d.group + group_index(pw, d);
+        const T* plane = in + (box.batch * d.channels + ch) * H * W;
+        if (!std::isfinite(wstart) || !std::isfinite(hstart)) {
+          // A non-finite offset: propagate it (count 0 keeps the backward out of this bin).
+          out[i] = std::numeric_limits<T>::quiet_NaN();
+          cnt[i] = T(0);
+          continue;
+        }
+        T sum = 0;
+        int64_t n = 0;
+        for (int64_t ih = 0; ih < S; ++ih) {
+          for (int64_t iw = 0; iw < S; ++iw) {
+            T w = wstart + static_cast<T>(iw) * box.sub_w;
+            T h = hstart + static_cast<T>(ih) * box.sub_h;
+            if (skipped(h, w, d)) continue;
+            w = std::min(std::max(w, T(0)), static_cast<T>(W - 1));
+            h = std::min(std::max(h, T(0)), static_cast<T>(H - 1));
+            const Bilinear<T> s = bilinear(h, w);
+            sum += (1 - s.dx) * (1 - s.dy) * plane[s.y0 * W + s.x0] +
+                   (1 - s.dx) * s.dy * plane[s.y1 * W + s.x0] +
+                   s.dx * (1 - s.dy) * plane[s.y0 * W + s.x1] +
+                   s.dx * s.dy * plane[s.y1 * W + s.x1];
+            ++n;
+          }
+        }
+        out[i] = n == 0 ? T(0) : sum / static_cast<T>(n);
+        cnt[i] = static_cast<T>(n);
+      }
+    });
+  });
+  return {output, count};
+}
+
+std::tuple<at::Tensor, at::Tensor> backward_cpu(
+    const at::Tensor& grad_output_, const at::Tensor& input_, const at::Tensor& rois_,
+    const c10::optional<at::Tensor>& offset_, const at::Tensor& count_, double spatial_scale,
+    int64_t output_dim, int64_t group_size, int64_t pooled_size, int64_t part_size,
+    int64_t sample_per_part, double trans_std) {
+  const Dims d = check_and_dims(input_, rois_, offset_, output_dim, group_size, pooled_size,
+                                part_size, sample_per_part);
+  const std::vector<int64_t> out_shape{d.num_rois, output_dim, pooled_size, pooled_size};
+  TORCH_CHECK(grad_output_.sizes() == out_shape && count_.sizes() == out_shape,
+              "_deform_psroi_pool_backward: grad_output and count must be (R, output_dim, P, P) = ",
+              at::IntArrayRef(out_shape), ", got ", grad_output_.sizes(), " and ", count_.sizes());
+  TORCH_CHECK(grad_output_.scalar_type() == input_.scalar_type() &&
+                  count_.scalar_type() == input_.scalar_type(),
+              "_deform_psroi_pool_backward: grad_output and count must have the input's dtype ",
+              input_.scalar_type());
+  const at::Tensor input = input_.contiguous();
+  const at::Tensor rois = rois_.contiguous();
+  const at::Tensor grad_output = grad_output_.contiguous();
+  const at::Tensor count = count_.contiguous();
+  const bool has_offset = d.offset_channels > 0;
+  const at::Tensor offset = has_offset ? offset_->contiguous() : at::Tensor();
+  at::Tensor grad_input = at::zeros_like(input);
+  at::Tensor grad_offset = has_offset ? at::zeros_like(offset) : at::empty({0}, input.options());
+  if (d.num_rois == 0) return {grad_input, grad_offset};
+
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "deform_psroi_pool_backward", [&] {
+    using T = scalar_t;
+    const T* in = input.data_ptr<T>();
+    const T* ro = rois.data_ptr<T>();
+    const T* off = has_offset ? offset.data_ptr<T>() : nullptr;
+    const T* go = grad_output.data_ptr<T>();
+    const T* cnt = count.data_ptr<T>();
+    T* gin = grad_input.data_ptr<T>();
+    check_rois_values(ro, d.num_rois, input.size(0));
+    const T tstd = static_cast<T>(trans_std);
+    const int64_t P = d.pooled, S = d.samples, H = d.height, W = d.width, G = d.group;
+    // bins[g] lists the pooled rows (or columns) p with group_index(p) == g.
+    const std::vector<RoiBox<T>> boxes = roi_boxes(ro, spatial_scale, d);
+    std::vector<std::vector<int64_t>> bins(G);
+    for (int64_t p = 0; p < P; ++p) bins[group_index(p, d)].push_back(p);
+    // dL/dw and dL/dh of each output element, summed over its samples (offset only).
+    const bool want_offset = has_offset && trans_std != 0.0;
+    at::Tensor dpos = want_offset ? at::zeros({d.num_rois, output_dim, P, P, 2}, input.options())
+                                  : at::Tensor();
+    T* dp = want_offset ? dpos.data_ptr<T>() : nullptr;
+
+    at::parallel_for(0, output_dim * G * G, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t ch = begin; ch < end; ++ch) {
+        const int64_t c = ch / (G * G), gh = (ch / G) % G, gw = ch % G;
+        for (int64_t r = 0; r < d.num_rois; ++r) {
+          const RoiBox<T>& box = boxes[r];
+          const T* plane = in + (box.batch * d.channels + ch) * H * W;
+          T* gplane = gin + (box.batch * d.channels + ch) * H * W;
+          for (const int64_t ph : bins[gh]) {
+            for (const int64_t pw : bins[gw]) {
+              const int64_t o = ((r * output_dim + c) * P + ph) * P + pw;
+              if (cnt[o] <= T(0)) continue;
+              const T g = go[o] / cnt[o];
+              T hstart, wstart;
+              bin_start(box, off, tstd, r, c, ph, pw, d, &hstart, &wstart);
+              T dw_sum = 0, dh_sum = 0;
+              for (int64_t ih = 0; ih < S; ++ih) {
+                for (int64_t iw = 0; iw < S; ++iw) {
+                  T w = wstart + static_cast<T>(iw) * box.sub_w;
+                  T h = hstart + static_cast<T>(ih) * box.sub_h;
+                  if (skipped(h, w, d)) continue;
+                  // The clamp is flat outside [0, W-1]: no derivative along that axis there.
+                  const bool w_in = w >= T(0) && w <= static_cast<T>(W - 1);
+                  const bool h_in = h >= T(0) && h <= static_cast<T>(H - 1);
+                  w = std::min(std::max(w, T(0)), static_cast<T>(W - 1));
+                  h = std::min(std::max(h, T(0)), static_cast<T>(H - 1));
+                  const Bilinear<T> s = bilinear(h, w);
+                  gplane[s.y0 * W + s.x0] += g * (1 - s.dx) * (1 - s.dy);
+                  gplane[s.y1 * W + s.x0] += g * (1 - s.dx) * s.dy;
+                  gplane[s.y0 * W + s.x1] += g * s.dx * (1 - s.dy);
+                  gplane[s.y1 * W + s.x1] += g * s.dx * s.dy;
+                  if (dp == nullptr) continue;
+                  const T v00 = plane[s.y0 * W + s.x0], v10 = plane[s.y1 * W + s.x0];
+                  const T v01 = plane[s.y0 * W + s.x1], v11 = plane[s.y1 * W + s.x1];
+                  if (w_in) dw_sum += (1 - s.dy) * (v01 - v00) + s.dy * (v11 - v10);
+                  if (h_in) dh_sum += (1 - s.dx) * (v10 - v00) + s.dx * (v11 - v01);
+                }
+              }
+              if (dp != nullptr) {
+                dp[2 * o] = g * dw_sum;
+                dp[2 * o + 1] = g * dh_sum;
+              }
+            }
+          }
+        }
+      }
+    });
+
+    if (dp == nullptr) return;
+    T* gof = grad_offset.data_ptr<T>();
+    at::parallel_for(0, d.num_rois, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const RoiBox<T>& box = boxes[r];
+        // w = ... + offset_x * trans_std * roi_w, h = ... + offset_y * trans_std * roi_h.
+        const T kx = tstd * box.roi_w, ky = tstd * box.roi_h;
+        T* g = gof + r * d.offset_channels * d.part * d.part;
+        for (int64_t c = 0; c < output_dim; ++c) {
+          const int64_t cls = c / d.channels_per_class;
+          for (int64_t ph = 0; ph < P; ++ph) {
+            const int64_t part_h = ph * d.part / P;
+            for (int64_t pw = 0; pw < P; ++pw) {
+              const int64_t part_w = pw * d.part / P;
+              const int64_t o = ((r * output_dim + c) * P + ph) * P + pw;
+              g[((2 * cls) * d.part + part_h) * d.part + part_w] += kx * dp[2 * o];
+              g[((2 * cls + 1) * d.part + part_h) * d.part + part_w] += ky * dp[2 * o + 1];
+            }
+          }
+        }
+      }
+    });
+  });
+  return {grad_input, grad_offset};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(dcn_det, CPU, m) {
+  m.impl("deform_psroi_pool", &forward_cpu);
+  m.impl("_deform_psroi_pool_backward", &backward_cpu);
+}
+
+}  // namespace dcn_det

@@ -1,0 +1,230 @@
+"""Builds everything a run needs from the config and calls the training loop.
+
+``tools/train.py`` is a thin wrapper around :func:`train`; ``tools/test.py`` around
+:func:`evaluate_checkpoint`.
+"""
+import json
+import logging
+import os
+from typing import Any, Dict, Optional
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from dcn_det.config import Config, config_from_dict, dump, save_config
+from dcn_det.data.build import build_test_loader, build_train_loader
+from dcn_det.engine import distributed as du
+from dcn_det.engine.checkpoint import Checkpointer, CheckpointError, load_file
+from dcn_det.engine.logging import MetricLogger, setup_logging
+from dcn_det.engine.optim import build_lr_scheduler, build_optimizer
+from dcn_det.engine.rng import get_rng_state, seed_all, set_rng_state
+from dcn_det.engine.train_loop import train_loop
+from dcn_det.evaluation import build_evaluator, inference_on_dataset
+from dcn_det.modeling import build_model
+
+logger = logging.getLogger("dcn_det")
+
+
+def select_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available (this rank's GPU under torchrun), else CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("runtime.device is 'cuda' but no CUDA device is available")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def evaluate(cfg: Config, model: torch.nn.Module, device: torch.device,
+             output_dir: Optional[str]) -> Dict[str, Any]:
+    """Runs inference over ``cfg.data.test`` and returns the metrics (``{}`` off rank 0)."""
+    loader = build_test_loader(cfg.data, du.get_rank(), du.get_world_size())
+    evaluator = build_evaluator(cfg.test.evaluator, loader.dataset, output_dir)
+    return inference_on_dataset(model, loader, evaluator, device,
+                                progress=du.is_main_process())
+
+
+def write_metrics(metrics: Dict[str, Any], output_dir: str) -> str:
+    """Writes ``metrics.json`` atomically (NaN stays NaN, as Python's json writes it)."""
+    path = os.path.join(output_dir, "metrics.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(metrics, f, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+def _resume_state(checkpointer: Checkpointer, resume: str) -> Optional[Dict[str, Any]]:
+    if resume == "none":
+        return None
+    if resume == "auto":
+        return checkpointer.load_latest()
+    ckpt = load_file(resume)
+    ckpt["_path"] = resume
+    return ckpt
+
+
+def train(cfg: Config, resume: str = "auto") -> Dict[str, Any]:
+    """Trains ``cfg`` in ``cfg.runtime.output_dir``; returns the final metrics.
+
+    Args:
+        cfg: the resolved config.
+        resume: ``"auto"`` (newest valid checkpoint in the output directory, if any),
+            ``"none"`` (start over) or a checkpoint path.
+
+    Returns:
+        The final evaluation metrics (also written to ``output_dir/metrics.json``); ``{}``
+        on ranks other than 0.
+    """
+    device = select_device(cfg.runtime.device)
+    du.init_from_env(device)
+    rank, world = du.get_rank(), du.get_world_size()
+    out = cfg.runtime.output_dir
+    os.makedirs(out, exist_ok=True)
+    setup_logging(os.path.join(out, "log.txt"), rank)
+    if cfg.runtime.deterministic:
+        torch.use_deterministic_algorithms(True)
+    seed_all(cfg.runtime.seed + rank)
+
+    model = build_model(cfg.model).to(device)
+    optimizer = build_optimizer(model, cfg.solver)
+    scheduler = build_lr_scheduler(optimizer, cfg.solver)
+    scaler = torch.amp.GradScaler("cuda") if cfg.solver.amp and device.type == "cuda" else None
+    checkpointer = Checkpointer(out, cfg.solver.keep_last)
+
+    start_iter = 0
+    state = _resume_state(checkpointer, resume)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        # Only rank 0 writes checkpoints; every rank restores its RNG from it (the data order
+        # does not depend on it: the samplers are seeded by iteration, see data/samplers.py).
+        set_rng_state(state["rng"])
+        start_iter = int(state["iteration"])
+        logger.info("resumed from %s at iteration %d", state["_path"], start_iter)
+    if rank == 0:
+        save_config(cfg, os.path.join(out, "config.yaml"))
+        logger.info("config:\n%s", dump(cfg))
+
+    train_model = model
+    if world > 1:
+        train_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=False)
+
+    def make_state(iteration: int) -> Dict[str, Any]:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else {},
+                "iteration": iteration, "rng": get_rng_state(), "config": cfg.to_dict()}
+
+    writer = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(os.path.join(out, "tensorboard"))
+
+    def periodic_eval(iteration: int) -> Dict[str, Any]:
+        metrics = evaluate(cfg, model, device, None)
+        if writer is not None:
+            for k, v in metrics.get("bbox", metrics.get("voc", {})).items():
+                if isinstance(v, float):
+                    writer.add_scalar(f"eval/{k}", v, iteration)
+        return metrics
+
+    max_iter = cfg.solver.max_iter
+    if start_iter < max_iter:
+        data_iter = build_train_loader(cfg.data, rank, world, seed=cfg.runtime.seed,
+                                       start_iter=start_iter)
+        train_loop(model=train_model, data_iter=data_iter, optimizer=optimizer,
+                   scheduler=scheduler, make_state=make_state, save=checkpointer.save,
+                   evaluate=periodic_eval, start_iter=start_iter, max_iter=max_iter,
+                   log_period=cfg.runtime.log_period,
+                   checkpoint_period=cfg.solver.checkpoint_period,
+                   eval_period=cfg.test.eval_period, device=device, amp=cfg.solver.amp,
+                   scaler=scaler, clip_grad_norm=cfg.solver.clip_grad_norm,
+                   metric_logger=MetricLogger(writer, max_iter, start_iter),
+                   inject_nan_at_iter=cfg.runtime.inject_nan_at_iter)
+        if rank == 0:
+            checkpointer.save("model_final.pth", make_state(max_iter))
+    else:
+        logger.info("training already finished (iteration %d of %d); evaluating only",
+                    start_iter, max_iter)
+        metrics_path = os.path.join(out, "metrics.json")
+        if os.path.isfile(metrics_path):
+            with open(metrics_path) as f:
+                return json.load(f)
+    du.barrier()
+    metrics = evaluate(cfg, model, device, out)
+    if rank == 0:
+        write_metrics(metrics, out)
+        writer.close()
+    return metrics
+
+
+def load_model_for_test(path: str, cfg: Optional[Config] = None):
+    """Builds the model stored in a training checkpoint or inference file.
+
+    Args:
+        path: a training checkpoint (``model``, ``config``, ...) or an exported inference file
+            (``format == "dcn_det.inference"``).
+        cfg: overrides the config stored in the file when given.
+
+    Returns:
+        ``(model, cfg)``.
+    """
+    ckpt = load_file(path)
+    if "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{path!r} is not a dcn_det checkpoint: it lacks 'model' or "
+                              f"'config' (keys: {sorted(ckpt)[:8]})")
+    if cfg is None:
+        cfg = config_from_dict(ckpt["config"], source=path)
+    model = build_model(cfg.model)
+    state = {k: v.float() if torch.is_floating_point(v) else v for k, v in ckpt["model"].items()}
+    model.load_state_dict(state)
+    return model, cfg
+
+
+def evaluate_checkpoint(cfg: Config, path: str) -> Dict[str, Any]:
+    """``tools/test.py``: evaluates the model in ``path`` on ``cfg.data.test``.
+
+    The model's architecture comes from the file's stored config (so a checkpoint is always
+    rebuilt as it was trained); data, test and runtime settings come from ``cfg``.
+    Writes ``detections.json`` (COCO) and ``metrics.json`` to ``cfg.runtime.output_dir`` and
+    logs the AP table.
+    """
+    device = select_device(cfg.runtime.device)
+    du.init_from_env(device)
+    out = cfg.runtime.output_dir
+    os.makedirs(out, exist_ok=True)
+    setup_logging(os.path.join(out, "test_log.txt"), du.get_rank())
+    model, _ = load_model_for_test(path)
+    model.to(device)
+    metrics = evaluate(cfg, model, device, out)
+    if du.is_main_process():
+        write_metrics(metrics, out)
+        logger.info("results of %s:\n%s", path, format_metrics(metrics))
+        logger.info("wrote %s", os.path.join(out, "metrics.json"))
+    return metrics
+
+
+def format_metrics(metrics: Dict[str, Any]) -> str:
+    """A plain-text AP table (overall, then per class) of COCO or VOC metrics."""
+    lines = []
+    if "bbox" in metrics:
+        names = list(metrics["bbox"])
+        lines.append("  ".join(f"{n:>6}" for n in names))
+        lines.append("  ".join(f"{metrics['bbox'][n]:6.2f}" for n in names))
+        per_class = metrics.get("bbox_per_class", {})
+        if per_class:
+            lines.append(f"{'class':<20} {'AP':>6}")
+            lines += [f"{k:<20} {v:6.2f}" for k, v in per_class.items()]
+    if "voc" in metrics:
+        v = metrics["voc"]
+        lines.append(f"mAP {v['mAP']:.2f}   mAP (VOC07 11-point) {v['mAP_07']:.2f}")
+        lines.append(f"{'class':<20} {'AP':>6} {'AP_07':>6}")
+        lines += [f"{k:<20} {c['AP']:6.2f} {c['AP_07']:6.2f}" for k, c in v["per_class"].items()]
+    return "\n".join(lines)
