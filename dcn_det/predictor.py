@@ -4,49 +4,23 @@
     det = predictor("photo.jpg")      # or an (H, W, 3) uint8 RGB numpy array
     det["boxes"], det["scores"], det["labels"], det["class_names"]
 
-The image is resized exactly as the test data pipeline does (short side ``data.min_size_test``,
-long side capped at ``data.max_size_test``) and the model rescales its boxes back to the
-original image, whose size it is given.
+Images are decoded (``dcn_det.data.transforms.decode_image``: EXIF orientation applied, RGB)
+and resized by the test data pipeline's own transform (``ResizeShortestEdge``: short side
+``data.min_size_test``, long side capped at ``data.max_size_test``); the model rescales its
+boxes back to the original image, whose size it is given.
 """
 import os
 from typing import Any, Dict, List, Sequence, Tuple, Union
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
 from dcn_det.config import Config
+from dcn_det.data.transforms import ResizeShortestEdge, decode_image, image_to_tensor
 from dcn_det.export import read_model_file
 
 ImageInput = Union[str, os.PathLike, np.ndarray]
-
-
-def read_image(path: Union[str, os.PathLike]) -> np.ndarray:
-    """Reads an image file as ``(H, W, 3) uint8`` RGB with its EXIF orientation applied.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        RuntimeError: OpenCV cannot decode it (names the file).
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image file not found: {path!r}")
-    # IMREAD_COLOR applies the EXIF orientation and turns grey/RGBA/16-bit into 8-bit BGR.
-    image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise RuntimeError(f"cannot decode image file {path!r} (corrupt, truncated or not an "
-                           "image)")
-    return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-
-
-def resized_size(height: int, width: int, short_size: int, max_size: int) -> Tuple[int, int]:
-    """The ``(h, w)`` of the test-time resize: short side ``short_size``, long side at most
-    ``max_size`` (0 = no cap); the same rule as the data pipeline's ResizeShortestEdge."""
-    scale = short_size / min(height, width)
-    if max_size > 0 and max(height, width) * scale > max_size:
-        scale = max_size / max(height, width)
-    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
 
 
 def _check_array(image: Any) -> np.ndarray:
@@ -115,15 +89,15 @@ class Predictor:
         self.class_names: List[str] = list(class_names)
         self.device = torch.device(device)
         self.score_thresh = float(score_thresh)
+        self.resize = ResizeShortestEdge([cfg.data.min_size_test], cfg.data.max_size_test)
 
     def preprocess(self, image: ImageInput) -> Tuple[np.ndarray, torch.Tensor]:
         """Returns ``(original RGB array (H, W, 3), resized uint8 tensor (3, h, w))``."""
-        rgb = read_image(image) if isinstance(image, (str, os.PathLike)) else _check_array(image)
-        h, w = rgb.shape[:2]
-        nh, nw = resized_size(h, w, self.cfg.data.min_size_test, self.cfg.data.max_size_test)
-        resized = rgb if (nh, nw) == (h, w) else cv2.resize(rgb, (nw, nh),
-                                                            interpolation=cv2.INTER_LINEAR)
-        return rgb, torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+        rgb = decode_image(os.fspath(image)) if isinstance(image, (str, os.PathLike)) \
+            else _check_array(image)
+        no_boxes = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+        resized, _ = self.resize(rgb, no_boxes)
+        return rgb, image_to_tensor(resized)
 
     @torch.inference_mode()
     def __call__(self, image: ImageInput) -> Dict[str, Any]:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from dcn_det.predictor import Predictor, read_image, resized_size
+from dcn_det.data.transforms import decode_image, resized_shape
+from dcn_det.predictor import Predictor
 from dcn_det.visualization import class_color, draw_detections, save_png
 from tests.test_export import NAMES, TinyDetector, tiny_config
 
@@ -21,23 +22,13 @@ def random_image(h, w, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("hw, short, cap, want", [
-    ((100, 200), 50, 1000, (50, 100)),   # short side rules
-    ((100, 400), 50, 120, (30, 120)),    # long side capped
-    ((300, 100), 60, 0, (180, 60)),      # portrait, no cap
-    ((64, 64), 64, 64, (64, 64)),        # already the right size
-])
-def test_resized_size(hw, short, cap, want):
-    assert resized_size(*hw, short, cap) == want
-
-
 @pytest.mark.parametrize("hw", [(150, 90), (60, 100)])
 def test_boxes_equal_direct_call_scaled_back(predictor, hw):
     h, w = hw
     image = random_image(h, w)
     got = predictor(image)
     cfg = tiny_config().data
-    nh, nw = resized_size(h, w, cfg.min_size_test, cfg.max_size_test)
+    nh, nw = resized_shape(h, w, cfg.min_size_test, cfg.max_size_test)
     assert (nh, nw) != (h, w)
     resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
     with torch.no_grad():
@@ -68,7 +59,7 @@ def test_path_input_equals_array_input(predictor, tmp_path):
     image = random_image(70, 100, seed=1)
     path = str(tmp_path / "img.png")
     cv2.imwrite(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    assert np.array_equal(read_image(path), image)  # BGR -> RGB
+    assert np.array_equal(decode_image(str(path)), image)  # BGR -> RGB
     a, b = predictor(path), predictor(image)
     assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["labels"], b["labels"])
 
@@ -81,7 +72,7 @@ def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
     return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
 
 
-def test_exif_orientation_is_applied(tmp_path):
+def test_exif_orientation_is_applied(predictor, tmp_path):
     image = np.zeros((40, 60, 3), np.uint8)
     image[:10, :20] = (255, 0, 0)  # a red block in the top-left corner
     ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
@@ -89,8 +80,8 @@ def test_exif_orientation_is_applied(tmp_path):
     assert ok
     path = tmp_path / "rot.jpg"
     path.write_bytes(_with_exif_orientation(jpeg.tobytes(), 6))  # 6 = rotate 90 deg clockwise
-    rgb = read_image(path)
-    assert rgb.shape == (60, 40, 3)
+    rgb, resized = predictor.preprocess(path)
+    assert rgb.shape == (60, 40, 3) and resized.shape == (3, 72, 48)
     # After a clockwise turn the top-left corner is at the top right.
     assert rgb[2:8, -8:-2, 0].mean() > 200 and rgb[2:8, -8:-2, 2].mean() < 50
 

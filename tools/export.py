@@ -17,7 +17,9 @@ import torch  # noqa: E402
 
 from dcn_det.export import (export_inference_file, export_onnx, export_program,  # noqa: E402
                             read_model_file)
-from dcn_det.predictor import build_inference_model, resized_size  # noqa: E402
+from dcn_det.data.transforms import resized_shape  # noqa: E402
+from dcn_det.predictor import build_inference_model  # noqa: E402
+from dcn_det.tools_common import run_main  # noqa: E402
 
 
 def _read_names(path: str):
@@ -44,7 +46,7 @@ def main(argv=None) -> int:
         cfg, state, _ = read_model_file(args.checkpoint)
         model = build_inference_model(cfg, state, args.device)
         # A typical landscape test image; H and W are exported as dynamic dimensions.
-        h, w = resized_size(3, 4, cfg.data.min_size_test, cfg.data.max_size_test)
+        h, w = resized_shape(3, 4, cfg.data.min_size_test, cfg.data.max_size_test)
         example = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, device=args.device)
         if args.format == "export":
             export_program(model, example, args.output)
@@ -55,4 +57,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

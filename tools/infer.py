@@ -12,7 +12,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dcn_det.predictor import Predictor, read_image  # noqa: E402
+from dcn_det.data.transforms import decode_image  # noqa: E402
+from dcn_det.predictor import Predictor  # noqa: E402
+from dcn_det.tools_common import run_main  # noqa: E402
 from dcn_det.visualization import draw_detections, save_png  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -45,7 +47,7 @@ def main(argv=None) -> int:
         stem, ext = os.path.splitext(os.path.basename(path))
         name = stem + ".png" if stem + ".png" not in used else f"{stem}_{ext.lstrip('.')}.png"
         used.add(name)
-        image = read_image(path)
+        image = decode_image(path)
         det = predictor(image)
         drawn = draw_detections(image, det["boxes"], det["scores"], det["labels"],
                                 predictor.class_names)
@@ -55,4 +57,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))
