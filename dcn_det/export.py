@@ -70,6 +70,29 @@ def _config_of(raw: Any, where: str) -> Config:
             from e
 
 
+def default_class_names(cfg: Config, where: str) -> List[str]:
+    """Class names for a checkpoint that stores none: those of the config's test dataset.
+
+    Building the test dataset is cheap (synthetic data is drawn lazily; COCO/VOC read their
+    annotation files) but needs those files, which a deployment machine may lack; then, or when
+    the dataset's class count differs from ``model.num_classes``, the names are
+    ``"class_0" .. "class_{K-1}"`` and a warning says why.
+    """
+    from dcn_det.data.build import build_dataset
+
+    k = cfg.model.num_classes
+    try:
+        names = list(build_dataset(cfg.data.test, cfg.data, is_train=False).class_names)
+    except Exception as e:  # noqa: BLE001 - any dataset error just means "no names here"
+        reason = f"its test dataset cannot be read ({type(e).__name__}: {e})"
+    else:
+        if len(names) == k:
+            return [str(n) for n in names]
+        reason = f"its test dataset has {len(names)} classes, the model {k}"
+    logger.warning("%s stores no class names and %s; using class_0..class_%d", where, reason, k - 1)
+    return [f"class_{i}" for i in range(k)]
+
+
 def export_inference_file(checkpoint: Union[str, Dict[str, Any]], output: str, fp16: bool = False,
                           class_names: Optional[Sequence[str]] = None) -> str:
     """Writes an inference file (weights, resolved config, class names) atomically.
@@ -81,7 +104,7 @@ def export_inference_file(checkpoint: Union[str, Dict[str, Any]], output: str, f
         fp16: store floating-point tensors as float16 (half the size; the Predictor converts
             them back to the model's float32 when loading). Integer buffers are kept.
         class_names: the K class names in label order. Defaults to the checkpoint's
-            ``"class_names"``, else ``"class_0" .. "class_{K-1}"`` with a warning.
+            ``"class_names"``, else :func:`default_class_names`.
 
     Returns:
         ``output``.
@@ -104,8 +127,7 @@ def export_inference_file(checkpoint: Union[str, Dict[str, Any]], output: str, f
     if class_names is None:
         class_names = ckpt.get("class_names")
     if class_names is None:
-        logger.warning("%s has no class names; using class_0..class_%d", where, k - 1)
-        class_names = [f"class_{i}" for i in range(k)]
+        class_names = default_class_names(cfg, where)
     names = _check_class_names(list(class_names), k, where)
     # Half only floating tensors: integer buffers (e.g. BN's num_batches_tracked) must stay exact.
     weights = {n: (t.detach().cpu().half() if fp16 and t.is_floating_point() else t.detach().cpu())
@@ -146,8 +168,8 @@ def read_model_file(path: str) -> Tuple[Config, Dict[str, torch.Tensor], List[st
     """Reads an inference file or a training checkpoint.
 
     Returns:
-        ``(config, state_dict, class_names)``; a training checkpoint without class names gets
-        ``"class_0" .. "class_{K-1}"``.
+        ``(config, state_dict, class_names)``; for a training checkpoint without class names,
+        see :func:`default_class_names`.
 
     Raises:
         CheckpointError: naming ``path`` (see :func:`load_inference_file`).
@@ -162,9 +184,9 @@ def read_model_file(path: str) -> Tuple[Config, Dict[str, torch.Tensor], List[st
             raise CheckpointError(f"{where} is neither an inference file nor a training "
                                   f"checkpoint: missing key {key!r} (has {sorted(map(str, obj))})")
     cfg = _config_of(obj["config"], where)
-    k = cfg.model.num_classes
-    names = obj.get("class_names") or [f"class_{i}" for i in range(k)]
-    return cfg, _check_state_dict(obj["model"], where), _check_class_names(names, k, where)
+    names = obj.get("class_names") or default_class_names(cfg, where)
+    return (cfg, _check_state_dict(obj["model"], where),
+            _check_class_names(names, cfg.model.num_classes, where))
 
 
 class SingleImageDetector(nn.Module):

@@ -115,6 +115,17 @@ def test_class_names_sources(tmp_path, model):
                               class_names=["a", "b"])
 
 
+def test_class_names_default_to_the_test_dataset(tmp_path, model, caplog):
+    ckpt = training_checkpoint(model)
+    ckpt["config"]["data"]["test"]["synthetic"]["num_classes"] = NUM_CLASSES
+    path = export_inference_file(ckpt, str(tmp_path / "a.pth"))
+    assert load_inference_file(path)["class_names"] == ["disc", "square", "triangle"]
+    ckpt["config"]["data"]["test"] = {"type": "coco", "ann_file": str(tmp_path / "none.json")}
+    path = export_inference_file(ckpt, str(tmp_path / "b.pth"))
+    assert load_inference_file(path)["class_names"] == ["class_0", "class_1", "class_2"]
+    assert "none.json" in caplog.text and "class_0..class_2" in caplog.text
+
+
 def test_bad_checkpoints_are_named(tmp_path, model):
     ckpt_path = str(tmp_path / "ckpt.pth")
     torch.save({"model": model.state_dict()}, ckpt_path)
