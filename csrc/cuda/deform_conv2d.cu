@@ -271,8 +271,8 @@ deform_conv2d_backward_cuda(const at::Tensor& grad_out_, const at::Tensor& input
   at::Tensor grad_bias = (bias_.has_value() && bias_->defined())
                              ? grad_out.sum({0, 2, 3}).to(bias_->scalar_type())
                              : at::empty({0}, input.options());
-  if (N == 0 || HWo == 0) return {grad_input.to(input.scalar_type()), grad_offset, grad_mask,
-                                  grad_weight, grad_bias};
+  if (N == 0 || HWo == 0) return {grad_input.to(input.scalar_type()), grad_weight, grad_offset,
+                                  grad_mask, grad_bias};
   auto stream = at::cuda::getCurrentCUDAStream();
   auto w = weight.view({groups, Cout / groups, -1});
   auto gw = grad_weight.view({groups, Cout / groups, -1});
@@ -303,7 +303,7 @@ deform_conv2d_backward_cuda(const at::Tensor& grad_out_, const at::Tensor& input
     auto cols = im2col(in_c, off_c, msk_c, g, B).view({groups, -1, B * HWo});
     gw.baddbmm_(go, cols.transpose(1, 2));
   }
-  return {grad_input.to(input.scalar_type()), grad_offset, grad_mask, grad_weight, grad_bias};
+  return {grad_input.to(input.scalar_type()), grad_weight, grad_offset, grad_mask, grad_bias};
 }
 
 }  // namespace

@@ -1,0 +1,39 @@
+"""Backbones: ``build_backbone(cfg.model.backbone)`` -> ResNet."""
+from dcn_det.modeling.backbone.pretrained import LoadReport, load_pretrained
+from dcn_det.modeling.backbone.resnet import ResNet
+
+__all__ = ["ResNet", "LoadReport", "load_pretrained", "build_backbone"]
+
+# The detector's RPN reads res4 and its head res5 (DESIGN 3).
+OUT_FEATURES = ("res4", "res5")
+
+
+def build_backbone(cfg_backbone) -> ResNet:
+    """Builds the ResNet a BackboneConfig describes, loading pretrained weights if it names any.
+
+    Args:
+        cfg_backbone: a ``BackboneConfig`` (see ``dcn_det.config``); only its attributes are
+            read: depth, width_mult, stride_in_1x1, norm, gn_groups, freeze_at,
+            res5_dilation, deform_stages, deform_modulated, deform_offset_groups,
+            deform_offset_lr_mult, pretrained.
+
+    Returns:
+        A ResNet returning ``{"res4", "res5"}``, with ``out_channels`` and ``out_strides``.
+    """
+    model = ResNet(
+        depth=cfg_backbone.depth,
+        width_mult=cfg_backbone.width_mult,
+        stride_in_1x1=cfg_backbone.stride_in_1x1,
+        norm=cfg_backbone.norm,
+        gn_groups=cfg_backbone.gn_groups,
+        freeze_at=cfg_backbone.freeze_at,
+        res5_dilation=cfg_backbone.res5_dilation,
+        deform_stages=list(cfg_backbone.deform_stages),
+        deform_modulated=cfg_backbone.deform_modulated,
+        deform_offset_groups=cfg_backbone.deform_offset_groups,
+        deform_offset_lr_mult=cfg_backbone.deform_offset_lr_mult,
+        out_features=OUT_FEATURES,
+    )
+    if cfg_backbone.pretrained:
+        load_pretrained(model, cfg_backbone.pretrained)
+    return model
