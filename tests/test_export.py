@@ -6,10 +6,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dcn_det.config import Config, config_from_dict
+from dcn_det.config import Config, config_from_dict, load_config
 from dcn_det.engine.checkpoint import CheckpointError
 from dcn_det.export import (FORMAT, VERSION, export_inference_file, export_onnx, export_program,
                             load_inference_file, read_model_file)
+from dcn_det.modeling import build_model
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+# Shrinks the demo configs so a forward pass on a ~64x96 image takes well under a second.
+TINY = ["model.backbone.depth=18", "model.backbone.width_mult=0.125",
+        "model.backbone.pretrained=''", "model.rpn.conv_channels=16",
+        "model.rpn.pre_nms_topk_test=200", "model.rpn.post_nms_topk_test=50",
+        "model.head.conv_channels=32", "model.head.fc_dim=32", "model.num_classes=3",
+        "data.min_size_test=64", "data.max_size_test=96", "data.test.synthetic.num_classes=3"]
 
 NUM_CLASSES = 3
 NAMES = ["disc", "square", "triangle"]
@@ -54,6 +63,26 @@ class TinyDetector(nn.Module):
                 boxes = boxes * boxes.new_tensor([ow / w, oh / h, ow / w, oh / h])
             out.append({"boxes": boxes, "scores": scores, "labels": labels.long()})
         return out
+
+
+def real_tiny_model(arch: str = "rfcn"):
+    """A real (random-weight) detector from the demo config, shrunk; returns (model, cfg).
+
+    The offset layers are zero-initialised (deformable = plain at start); small random
+    offsets make the deformable sampling paths matter.
+    """
+    cfg = load_config(os.path.join(CONFIG_DIR, "demo", f"{arch}_dcn_synthetic.yaml"), TINY)
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "offset" in name:
+                p.normal_(0.0, 0.01)
+    return model, cfg
+
+
+def real_checkpoint(model, cfg) -> dict:
+    return {"model": model.state_dict(), "config": cfg.to_dict(), "iteration": 5}
 
 
 def tiny_config() -> Config:
@@ -223,6 +252,24 @@ def test_exported_program_matches_eager(tmp_path, model):
             _assert_same(loaded(img), want)
         counts.add(len(want["scores"]))
     assert len(counts) > 1 and max(counts) > 0  # detections vary with the input
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "blocked outside dcn_det/export.py: ops/nms.py batched_nms guards on `boxes.numel() == 0` "
+    "(data-dependent) and structures.py ImageList.from_tensors calls int() on the image size "
+    "(specialises H, W); with both fixed the real model exports and matches (see report)"))
+@pytest.mark.parametrize("arch", ["rfcn", "faster_rcnn"])
+def test_real_detector_program_matches_eager(arch):
+    model, _ = real_tiny_model(arch)
+    torch.manual_seed(2)
+    example = torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8)
+    program = export_program(model, example, None).module()
+    for h, w in [(64, 96), (80, 64)]:
+        img = torch.randint(0, 256, (3, h, w), dtype=torch.uint8)
+        with torch.no_grad():
+            want = model([img])[0]
+            assert len(want["scores"]) > 0
+            _assert_same(program(img), want)
 
 
 def test_static_program_rejects_other_sizes(model):
