@@ -1,5 +1,8 @@
 """Predictor (resize, rescale back, inputs), drawing, PNG output and tools/infer.py."""
+import os
 import struct
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -9,7 +12,9 @@ import torch
 from dcn_det.data.transforms import decode_image, resized_shape
 from dcn_det.predictor import Predictor
 from dcn_det.visualization import class_color, draw_detections, save_png
-from tests.test_export import NAMES, TinyDetector, tiny_config
+from dcn_det.engine.checkpoint import CheckpointError
+from dcn_det.export import FORMAT, export_inference_file, load_inference_file
+from tests.test_export import NAMES, TinyDetector, real_checkpoint, real_tiny_model, tiny_config
 
 
 @pytest.fixture
@@ -133,3 +138,87 @@ def test_save_png(tmp_path):
         save_png(str(tmp_path / "x.jpg"), image)
     with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
         save_png(str(tmp_path / "x.png"), image[..., 0])
+
+
+# ---------------------------------------------------------------------------------------
+# The real detector (tiny, random weights) through inference files, Predictor and the tools.
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    """(model, cfg, training checkpoint path, fp32 inference file, fp16 inference file)."""
+    folder = tmp_path_factory.mktemp("real")
+    model, cfg = real_tiny_model("rfcn")
+    ckpt = str(folder / "model_final.pth")
+    torch.save(real_checkpoint(model, cfg), ckpt)
+    fp32 = export_inference_file(ckpt, str(folder / "m.pth"))
+    fp16 = export_inference_file(ckpt, str(folder / "m16.pth"), fp16=True)
+    return model, cfg, ckpt, fp32, fp16
+
+
+def test_predictor_from_file_equals_direct_call(real):
+    model, cfg, ckpt, fp32, _ = real
+    image = random_image(150, 90, seed=4)
+    nh, nw = resized_shape(150, 90, cfg.data.min_size_test, cfg.data.max_size_test)
+    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    with torch.no_grad():
+        direct = model([torch.from_numpy(resized).permute(2, 0, 1).contiguous()])[0]
+    assert len(direct["scores"]) > 0
+    want = direct["boxes"] * torch.tensor([90 / nw, 150 / nh, 90 / nw, 150 / nh])
+    for path in (fp32, ckpt):  # an inference file and a training checkpoint
+        pred = Predictor(path, score_thresh=0.0)
+        assert pred.class_names == ["disc", "square", "triangle"]  # from the test dataset
+        got = pred(image)
+        order = torch.argsort(direct["scores"], descending=True, stable=True)
+        torch.testing.assert_close(got["boxes"], want[order])
+        torch.testing.assert_close(got["scores"], direct["scores"][order])
+        assert torch.equal(got["labels"], direct["labels"][order])
+
+
+def test_predictor_fp16_file_is_close(real):
+    _, _, _, fp32, fp16 = real
+    image = random_image(64, 96, seed=5)
+    a = Predictor(fp32, score_thresh=0.0)(image)
+    b = Predictor(fp16, score_thresh=0.0)(image)
+    # Half-rounded weights move scores a little; the best detections stay.
+    torch.testing.assert_close(b["scores"][:3], a["scores"][:3], rtol=0, atol=2e-2)
+
+
+def test_predictor_refuses_bad_files(tmp_path, real):
+    path = tmp_path / "broken.pth"
+    path.write_bytes(open(real[3], "rb").read()[:1000])
+    with pytest.raises(CheckpointError, match="broken.pth"):
+        Predictor(str(path))
+
+
+def _run(script, *args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", script), *args],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+def test_export_and_infer_tools_write_pngs(tmp_path, real):
+    _, _, ckpt, _, _ = real
+    model_file = str(tmp_path / "exported.pth")
+    r = _run("export.py", "--checkpoint", ckpt, "--output", model_file)
+    assert r.returncode == 0, r.stderr
+    assert model_file in r.stdout and load_inference_file(model_file)["format"] == FORMAT
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, name in enumerate(["a.jpg", "b.png", "a.png"]):
+        cv2.imwrite(str(images / name), random_image(70 + 10 * i, 100, seed=i))
+    (images / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    r = _run("infer.py", "--model", model_file, "--input", str(images), "--output-dir", str(out),
+             "--score-thresh", "0.0")
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(out)) == ["a.png", "a_png.png", "b.png"]
+    for name, src in [("a.png", "a.jpg"), ("a_png.png", "a.png"), ("b.png", "b.png")]:
+        drawn, orig = cv2.imread(str(out / name)), cv2.imread(str(images / src))
+        assert drawn.shape == orig.shape and str(out / name) in r.stdout
+    # With score threshold 0 every image has detections, so the drawing changed pixels.
+    assert not np.array_equal(cv2.imread(str(out / "b.png")), cv2.imread(str(images / "b.png")))
+    r = _run("infer.py", "--model", str(tmp_path / "missing.pth"), "--input", str(images),
+             "--output-dir", str(out))
+    assert r.returncode == 2 and "missing.pth" in r.stderr and "Traceback" not in r.stderr
