@@ -15,10 +15,12 @@ RGB tensor that is already resized (the Predictor's resize; see :mod:`dcn_det.pr
 return ``(boxes (D, 4) float32 XYXY px of that input image, scores (D,), labels (D,) int64)``.
 Mapping boxes back to the original image is the caller's job (multiply by the size ratios).
 H and W are dynamic (``torch.export.Dim``, 32..4096) unless ``dynamic_size=False``; D is
-data-dependent (score threshold and NMS), which ``torch.export`` represents with unbacked sizes,
-so it works only as far as every op on that path has a fake kernel that allocates a
-data-dependent output (``dcn_det.ops.nms`` does). Batches of several images are not exported:
-the detector takes a Python list of differently sized images, which a program cannot.
+data-dependent (score threshold and NMS), which ``torch.export`` represents with unbacked sizes.
+So the model code on that path must never branch in Python on a data-dependent size (use
+``guard_or_false``) nor turn the image size into a Python ``int`` (that fixes H and W); the
+``dcn_det`` ops all have fake kernels (``nms`` allocates a data-dependent output). Batches of
+several images are not exported: the detector takes a Python list of differently sized
+images, which a program cannot.
 """
 import logging
 import os
