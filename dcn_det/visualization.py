@@ -31,14 +31,15 @@ def _as_numpy(x, name: str, dtype) -> np.ndarray:
     try:
         return np.asarray(x, dtype=dtype)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} must be array-like of numbers, got {type(x).__name__}: {e}") from e
+        raise ValueError(f"{name} must be array-like of numbers, got {type(x).__name__}: {e}") \
+            from e
 
 
 def _check_image(image, name: str = "image_rgb") -> None:
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 \
             or image.dtype != np.uint8:
-        got = (f"{type(image).__name__} {image.dtype} {image.shape}" if isinstance(image, np.ndarray)
-               else type(image).__name__)
+        got = (f"{type(image).__name__} {image.dtype} {image.shape}"
+               if isinstance(image, np.ndarray) else type(image).__name__)
         raise ValueError(f"{name} must be an (H, W, 3) uint8 RGB array, got {got}")
 
 

@@ -37,6 +37,12 @@ def main(argv=None) -> int:
                         "order (default: the checkpoint's, else class_0..class_{K-1})")
     parser.add_argument("--device", default="cpu", help="export/onnx: device to trace on")
     args = parser.parse_args(argv)
+    if args.format == "onnx":
+        import importlib.util
+        missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+        if missing:
+            parser.error(f"--format onnx needs the optional packages {', '.join(missing)} "
+                         "(pip install onnx onnxscript)")
     if args.format == "pth":
         names = _read_names(args.class_names) if args.class_names else None
         export_inference_file(args.checkpoint, args.output, fp16=args.fp16, class_names=names)

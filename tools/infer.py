@@ -29,7 +29,8 @@ def list_images(path: str):
     files = sorted(os.path.join(path, n) for n in os.listdir(path)
                    if n.lower().endswith(IMAGE_EXTENSIONS))
     if not files:
-        raise FileNotFoundError(f"--input folder {path!r} has no images ({', '.join(IMAGE_EXTENSIONS)})")
+        raise FileNotFoundError(f"--input folder {path!r} has no images "
+                                f"({', '.join(IMAGE_EXTENSIONS)})")
     return files
 
 
