@@ -130,7 +130,7 @@ def export_inference_file(checkpoint: Union[str, Dict[str, Any]], output: str, f
         class_names = ckpt.get("class_names")
     if class_names is None:
         class_names = default_class_names(cfg, where)
-    names = _check_class_names(list(class_names), k, where)
+    names = _check_class_names(class_names, k, where)
     # Half only floating tensors: integer buffers (e.g. BN's num_batches_tracked) must stay exact.
     weights = {n: (t.detach().cpu().half() if fp16 and t.is_floating_point() else t.detach().cpu())
                for n, t in state.items()}
@@ -150,8 +150,10 @@ def load_inference_file(path: str) -> Dict[str, Any]:
         CheckpointError: missing, truncated, corrupt, unsafe, of another format or a newer
             version, or with malformed entries; the message names ``path``.
     """
-    obj = load_file(path)
-    where = repr(path)
+    return _validate_inference(load_file(path), repr(path))
+
+
+def _validate_inference(obj: Dict[str, Any], where: str) -> Dict[str, Any]:
     if obj.get("format") != FORMAT:
         raise CheckpointError(f"{where} is not a dcn_det inference file: 'format' is "
                               f"{obj.get('format')!r}, expected {FORMAT!r}")
@@ -178,7 +180,7 @@ def read_model_file(path: str) -> Tuple[Config, Dict[str, torch.Tensor], List[st
     """
     obj = load_file(path)
     if "format" in obj:
-        info = load_inference_file(path)
+        info = _validate_inference(obj, repr(path))
         return info["config"], info["model"], info["class_names"]
     where = repr(path)
     for key in ("model", "config"):

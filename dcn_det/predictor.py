@@ -18,6 +18,7 @@ from torch import nn
 
 from dcn_det.config import Config
 from dcn_det.data.transforms import ResizeShortestEdge, decode_image, image_to_tensor
+from dcn_det.engine.checkpoint import CheckpointError
 from dcn_det.export import read_model_file
 
 ImageInput = Union[str, os.PathLike, np.ndarray]
@@ -65,7 +66,11 @@ class Predictor:
     def __init__(self, path: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu",
                  score_thresh: float = 0.5):
         cfg, state, class_names = read_model_file(os.fspath(path))
-        model = build_inference_model(cfg, state, device)
+        try:
+            model = build_inference_model(cfg, state, device)
+        except RuntimeError as e:  # load_state_dict lists the missing/unexpected/mis-shaped keys
+            raise CheckpointError(f"{os.fspath(path)!r}: the weights do not fit the model its "
+                                  f"config describes: {e}") from e
         self._setup(model, cfg, class_names, device, score_thresh)
 
     @classmethod

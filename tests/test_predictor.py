@@ -222,3 +222,13 @@ def test_export_and_infer_tools_write_pngs(tmp_path, real):
     r = _run("infer.py", "--model", str(tmp_path / "missing.pth"), "--input", str(images),
              "--output-dir", str(out))
     assert r.returncode == 2 and "missing.pth" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_predictor_names_file_whose_weights_do_not_fit(tmp_path, real):
+    model, cfg, _, _, _ = real
+    state = dict(model.state_dict())
+    state.pop(next(iter(state)))
+    path = str(tmp_path / "partial.pth")
+    torch.save({"model": state, "config": cfg.to_dict()}, path)
+    with pytest.raises(CheckpointError, match=r"(?s)partial\.pth.*do not fit.*Missing key"):
+        Predictor(path)
