@@ -1,0 +1,359 @@
+"""Deployment artefacts: inference files, ``torch.export`` programs and ONNX models.
+
+An *inference file* is a ``torch.save``'d dict that loads with ``weights_only=True``::
+
+    {"format": "dcn_det.inference", "version": 1,
+     "model": state_dict,            # float32, or float16 when exported with fp16=True
+     "config": dict,                 # the resolved Config as plain dicts (Config.to_dict())
+     "class_names": [str] * K}       # label k is class_names[k]
+
+It is what :class:`dcn_det.Predictor` and ``tools/infer.py`` load (they also accept a training
+checkpoint, which has the same "model" and "config" entries).
+
+The exported program (``torch.export``) and the ONNX model take ONE image: a uint8 ``(3, H, W)``
+RGB tensor that is already resized (the Predictor's resize; see :mod:`dcn_det.predictor`), and
+return ``(boxes (D, 4) float32 XYXY px of that input image, scores (D,), labels (D,) int64)``.
+Mapping boxes back to the original image is the caller's job (multiply by the size ratios).
+H and W are dynamic (``torch.export.Dim``, 32..4096) unless ``dynamic_size=False``; D is
+data-dependent (score threshold and NMS), which ``torch.export`` represents with unbacked sizes.
+So the model code on that path must never branch in Python on a data-dependent size (use
+``guard_or_false``) nor turn the image size into a Python ``int`` (that fixes H and W); the
+``dcn_det`` ops all have fake kernels (``nms`` allocates a data-dependent output). Batches of
+several images are not exported: the detector takes a Python list of differently sized
+images, which a program cannot.
+"""
+import logging
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from dcn_det.config import Config, ConfigError, config_from_dict
+from dcn_det.engine.checkpoint import CheckpointError, atomic_save, load_file
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "dcn_det.inference"
+VERSION = 1
+# Image sides allowed by the dynamic-shape export; the lower bound keeps H, W >= the total
+# stride so every feature map has at least one cell.
+MIN_SIDE, MAX_SIDE = 32, 4096
+
+
+def _check_state_dict(state: Any, where: str) -> Dict[str, torch.Tensor]:
+    if not isinstance(state, dict) or not state:
+        raise CheckpointError(f"{where}: 'model' must be a non-empty state dict, got "
+                              f"{type(state).__name__}{' (empty)' if state == {} else ''}")
+    for k, v in state.items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"{where}: 'model' must map parameter names to tensors, got "
+                                  f"{k!r}: {type(v).__name__}")
+    return state
+
+
+def _check_class_names(names: Any, num_classes: int, where: str) -> List[str]:
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{where}: class_names must be a list of strings, got {names!r}")
+    if len(names) != num_classes:
+        raise CheckpointError(f"{where}: class_names has {len(names)} names but the model has "
+                              f"model.num_classes={num_classes}")
+    return list(names)
+
+
+def _config_of(raw: Any, where: str) -> Config:
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{where}: 'config' must be the resolved config as a dict, got "
+                              f"{type(raw).__name__}")
+    try:
+        return config_from_dict(raw, source=where)
+    except ConfigError as e:
+        raise CheckpointError(f"{where}: its config does not fit this version of dcn_det: {e}") \
+            from e
+
+
+def default_class_names(cfg: Config, where: str) -> List[str]:
+    """Class names for a checkpoint that stores none: those of the config's test dataset.
+
+    Building the test dataset is cheap (synthetic data is drawn lazily; COCO/VOC read their
+    annotation files) but needs those files, which a deployment machine may lack; then, or when
+    the dataset's class count differs from ``model.num_classes``, the names are
+    ``"class_0" .. "class_{K-1}"`` and a warning says why.
+    """
+    from dcn_det.data.build import build_dataset
+
+    k = cfg.model.num_classes
+    try:
+        names = list(build_dataset(cfg.data.test, cfg.data, is_train=False).class_names)
+    except Exception as e:  # noqa: BLE001 - any dataset error just means "no names here"
+        reason = f"its test dataset cannot be read ({type(e).__name__}: {e})"
+    else:
+        if len(names) == k:
+            return [str(n) for n in names]
+        reason = f"its test dataset has {len(names)} classes, the model {k}"
+    logger.warning("%s stores no class names and %s; using class_0..class_%d", where, reason, k - 1)
+    return [f"class_{i}" for i in range(k)]
+
+
+def export_inference_file(checkpoint: Union[str, Dict[str, Any]], output: str, fp16: bool = False,
+                          class_names: Optional[Sequence[str]] = None) -> str:
+    """Writes an inference file (weights, resolved config, class names) atomically.
+
+    Args:
+        checkpoint: a training checkpoint (path or the loaded dict) with ``"model"`` (state
+            dict) and ``"config"`` (resolved config dict); optional ``"class_names"``.
+        output: the file to write (folders are created).
+        fp16: store floating-point tensors as float16 (half the size; the Predictor converts
+            them back to the model's float32 when loading). Integer buffers are kept.
+        class_names: the K class names in label order. Defaults to the checkpoint's
+            ``"class_names"``, else :func:`default_class_names`.
+
+    Returns:
+        ``output``.
+
+    Raises:
+        CheckpointError: the checkpoint is unreadable, unsafe, or lacks/has malformed entries
+            (the message names the file).
+    """
+    where = repr(checkpoint) if isinstance(checkpoint, str) else "checkpoint dict"
+    ckpt = load_file(checkpoint) if isinstance(checkpoint, str) else checkpoint
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{where}: expected a checkpoint dict, got {type(ckpt).__name__}")
+    for key in ("model", "config"):
+        if key not in ckpt:
+            raise CheckpointError(f"{where}: missing key {key!r} (has {sorted(map(str, ckpt))}); "
+                                  "a training checkpoint holds 'model' and 'config'")
+    state = _check_state_dict(ckpt["model"], where)
+    cfg = _config_of(ckpt["config"], where)
+    k = cfg.model.num_classes
+    if class_names is None:
+        class_names = ckpt.get("class_names")
+    if class_names is None:
+        class_names = default_class_names(cfg, where)
+    names = _check_class_names(class_names, k, where)
+    # Half only floating tensors: integer buffers (e.g. BN's num_batches_tracked) must stay exact.
+    weights = {n: (t.detach().cpu().half() if fp16 and t.is_floating_point() else t.detach().cpu())
+               for n, t in state.items()}
+    atomic_save({"format": FORMAT, "version": VERSION, "model": weights,
+                 "config": cfg.to_dict(), "class_names": names}, output)
+    return output
+
+
+def load_inference_file(path: str) -> Dict[str, Any]:
+    """Loads and validates an inference file (``weights_only=True``: nothing can execute).
+
+    Returns:
+        The dict described in the module docstring, with ``"config"`` replaced by a validated
+        :class:`dcn_det.config.Config`.
+
+    Raises:
+        CheckpointError: missing, truncated, corrupt, unsafe, of another format or a newer
+            version, or with malformed entries; the message names ``path``.
+    """
+    return _validate_inference(load_file(path), repr(path))
+
+
+def _validate_inference(obj: Dict[str, Any], where: str) -> Dict[str, Any]:
+    if obj.get("format") != FORMAT:
+        raise CheckpointError(f"{where} is not a dcn_det inference file: 'format' is "
+                              f"{obj.get('format')!r}, expected {FORMAT!r}")
+    if obj.get("version") != VERSION:
+        raise CheckpointError(f"{where} has inference-file version {obj.get('version')!r}; this "
+                              f"dcn_det reads version {VERSION}")
+    for key in ("model", "config", "class_names"):
+        if key not in obj:
+            raise CheckpointError(f"{where}: missing key {key!r}")
+    cfg = _config_of(obj["config"], where)
+    return {**obj, "model": _check_state_dict(obj["model"], where), "config": cfg,
+            "class_names": _check_class_names(obj["class_names"], cfg.model.num_classes, where)}
+
+
+def read_model_file(path: str) -> Tuple[Config, Dict[str, torch.Tensor], List[str]]:
+    """Reads an inference file or a training checkpoint.
+
+    Returns:
+        ``(config, state_dict, class_names)``; for a training checkpoint without class names,
+        see :func:`default_class_names`.
+
+    Raises:
+        CheckpointError: naming ``path`` (see :func:`load_inference_file`).
+    """
+    obj = load_file(path)
+    if "format" in obj:
+        info = _validate_inference(obj, repr(path))
+        return info["config"], info["model"], info["class_names"]
+    where = repr(path)
+    for key in ("model", "config"):
+        if key not in obj:
+            raise CheckpointError(f"{where} is neither an inference file nor a training "
+                                  f"checkpoint: missing key {key!r} (has {sorted(map(str, obj))})")
+    cfg = _config_of(obj["config"], where)
+    names = obj.get("class_names") or default_class_names(cfg, where)
+    return (cfg, _check_state_dict(obj["model"], where),
+            _check_class_names(names, cfg.model.num_classes, where))
+
+
+class SingleImageDetector(nn.Module):
+    """Adapts a detector (list-of-images forward) to one image tensor in, three tensors out.
+
+    Args:
+        model: a detector in eval mode with the ``TwoStageDetector`` eval contract.
+
+    ``forward(image uint8 (3, H, W) RGB) -> (boxes (D, 4) XYXY px of image, scores (D,),
+    labels (D,) int64)``.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        det = self.model([image])[0]
+        return det["boxes"], det["scores"], det["labels"]
+
+
+def _check_example(model: nn.Module, image: torch.Tensor) -> None:
+    if model.training:
+        raise ValueError("export needs the model in eval mode (call model.eval()); the training "
+                         "forward returns losses")
+    if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3 \
+            or image.dtype != torch.uint8:
+        got = (f"{image.dtype} {tuple(image.shape)}" if isinstance(image, torch.Tensor)
+               else type(image).__name__)
+        raise ValueError(f"example_image must be a uint8 (3, H, W) RGB tensor, got {got}")
+    if not (MIN_SIDE <= image.shape[1] <= MAX_SIDE and MIN_SIDE <= image.shape[2] <= MAX_SIDE):
+        raise ValueError(f"example_image sides must be in [{MIN_SIDE}, {MAX_SIDE}], got "
+                         f"{tuple(image.shape[1:])}")
+
+
+def export_program(model: nn.Module, example_image: torch.Tensor, output: Optional[str] = None,
+                   dynamic_size: bool = True) -> "torch.export.ExportedProgram":
+    """Exports the detector with ``torch.export`` (one image in; see the module docstring).
+
+    Args:
+        model: the detector, in eval mode, on the device the program should run on.
+        example_image: uint8 ``(3, H, W)`` RGB tensor used for tracing (a resized image).
+        output: where to ``torch.export.save`` the program (``.pt2``); None = do not save.
+        dynamic_size: export H and W as dynamic dimensions; False fixes them to the example's.
+
+    Returns:
+        The ``ExportedProgram``; ``program.module()(image)`` runs it.
+
+    Raises:
+        ValueError: the model is in training mode or the example image is malformed.
+        torch export errors: when an op on the path cannot be traced (propagated unchanged,
+            they name the op and the source line).
+    """
+    _check_example(model, example_image)
+    dynamic_shapes = None
+    if dynamic_size:
+        h = torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE)
+        w = torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)
+        dynamic_shapes = {"image": {1: h, 2: w}}
+    with torch.no_grad():
+        program = torch.export.export(SingleImageDetector(model), (example_image,),
+                                      dynamic_shapes=dynamic_shapes)
+    if output is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        torch.export.save(program, output)
+    return program
+
+
+def _onnx_translation_table() -> Dict[Any, Any]:
+    """Maps the ``torch.ops.dcn_det`` operators to ONNX (onnxscript functions, traced).
+
+    UNTESTED HERE: ``onnx``/``onnxscript`` are not installed on the development machines, so
+    this mapping has never been run; it follows the ONNX operator specifications:
+
+    - ``deform_conv2d`` -> ``DeformConv`` (opset 19): same offset layout as torchvision
+      (``(dy, dx)`` pairs per tap and offset group), same bilinear sampling with zero padding.
+    - ``roi_align`` -> ``RoiAlign`` (opset 16+): ``aligned=True`` is ``half_pixel``,
+      ``False`` is ``output_half_pixel``; ``sampling_ratio=-1`` (adaptive) is ONNX's 0.
+    - ``nms`` -> ``NonMaxSuppression`` on one batch and one class, keeping column 2 (box index)
+      of its ``(K, 3)`` output, which runtimes emit in decreasing score order.
+    - ``deform_psroi_pool`` -> custom ``dcn_det::DeformPSROIPool`` (domain ``dcn_det``,
+      version 1): inputs ``(input, rois (R, 5), offset or empty)``, float attributes
+      ``spatial_scale, trans_std``, int attributes ``output_dim, group_size, pooled_size,
+      part_size, sample_per_part``, outputs ``(output (R, output_dim, P, P), count)`` with
+      exactly the semantics of DESIGN.md section 4.2. A runtime needs a custom-op library for it.
+    """
+    import onnxscript
+    from onnxscript import opset19 as op
+
+    import dcn_det.ops  # noqa: F401  (registers torch.ops.dcn_det)
+
+    int64 = 7  # onnx.TensorProto.INT64
+    custom = onnxscript.values.Opset("dcn_det", 1)
+
+    def ints(*v):
+        return op.Constant(value_ints=list(v))
+
+    def deform_conv2d(input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w,
+                      dilation_h, dilation_w, groups, offset_groups):
+        return op.DeformConv(input, weight, offset, bias, mask,
+                             dilations=[dilation_h, dilation_w], group=groups,
+                             offset_group=offset_groups, pads=[pad_h, pad_w, pad_h, pad_w],
+                             strides=[stride_h, stride_w])
+
+    def roi_align(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio,
+                  aligned):
+        batch = op.Cast(op.Reshape(op.Slice(rois, ints(0), ints(1), ints(1)), ints(-1)), to=int64)
+        boxes = op.Slice(rois, ints(1), ints(5), ints(1))
+        return op.RoiAlign(input, boxes, batch, mode="avg", output_height=pooled_height,
+                           output_width=pooled_width, sampling_ratio=max(sampling_ratio, 0),
+                           spatial_scale=spatial_scale,
+                           coordinate_transformation_mode="half_pixel" if aligned
+                           else "output_half_pixel")
+
+    def nms(boxes, scores, iou_threshold):
+        max_out = op.Reshape(op.Size(scores), ints(1))
+        selected = op.NonMaxSuppression(op.Unsqueeze(boxes, ints(0)),
+                                        op.Unsqueeze(scores, ints(0, 1)), max_out,
+                                        op.Constant(value_floats=[iou_threshold]),
+                                        center_point_box=0)
+        return op.Reshape(op.Slice(selected, ints(2), ints(3), ints(1)), ints(-1))
+
+    def deform_psroi_pool(input, rois, offset, spatial_scale, output_dim, group_size,
+                          pooled_size, part_size, sample_per_part, trans_std):
+        return custom.DeformPSROIPool(input, rois, offset, spatial_scale=spatial_scale,
+                                      output_dim=output_dim, group_size=group_size,
+                                      pooled_size=pooled_size, part_size=part_size,
+                                      sample_per_part=sample_per_part, trans_std=trans_std,
+                                      _outputs=2)
+
+    ops = torch.ops.dcn_det
+    return {ops.deform_conv2d.default: deform_conv2d, ops.roi_align.default: roi_align,
+            ops.nms.default: nms, ops.deform_psroi_pool.default: deform_psroi_pool}
+
+
+def export_onnx(model: nn.Module, example_image: torch.Tensor, output: str,
+                opset: int = 19) -> str:
+    """Exports the detector to ONNX (one image in; see the module docstring).
+
+    The ``dcn_det`` operators map as :func:`_onnx_translation_table` describes: deformable
+    conv to the standard ``DeformConv`` (hence opset >= 19), deformable PS-RoI pooling to the
+    documented custom operator ``dcn_det::DeformPSROIPool``. Never run here (no ``onnx``).
+
+    Raises:
+        RuntimeError: ``onnx`` or ``onnxscript`` is not installed (both are optional).
+        ValueError: ``opset < 19``, a model in training mode or a malformed example image.
+    """
+    if opset < 19:
+        raise ValueError(f"opset must be >= 19 (DeformConv first appears in opset 19), got {opset}")
+    _check_example(model, example_image)
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise RuntimeError("ONNX export needs the optional packages 'onnx' and 'onnxscript' "
+                           f"(pip install onnx onnxscript): {e}") from e
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    side = {1: torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE),
+            2: torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)}
+    with torch.no_grad():
+        torch.onnx.export(SingleImageDetector(model), (example_image,), output, dynamo=True,
+                          opset_version=opset, input_names=["image"],
+                          output_names=["boxes", "scores", "labels"],
+                          dynamic_shapes={"image": side},
+                          custom_translation_table=_onnx_translation_table())
+    return output

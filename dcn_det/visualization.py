@@ -1,0 +1,125 @@
+"""Drawing detections onto images (OpenCV) and writing them as PNG files.
+
+Images here are ``np.ndarray (H, W, 3) uint8`` in RGB order; boxes are XYXY in absolute pixels
+of that image (continuous coordinates: a full-image box is ``[0, 0, W, H]``).
+"""
+import colorsys
+import os
+from typing import Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def class_color(label: int) -> Tuple[int, int, int]:
+    """A bright RGB colour for class ``label``; neighbouring labels get very different hues.
+
+    Stepping the hue by the golden ratio spreads any number of classes evenly around the
+    colour wheel, so the colours stay distinct without a fixed palette size.
+    """
+    hue = (int(label) * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _as_numpy(x, name: str, dtype) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    try:
+        return np.asarray(x, dtype=dtype)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be array-like of numbers, got {type(x).__name__}: {e}") \
+            from e
+
+
+def _check_image(image, name: str = "image_rgb") -> None:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 \
+            or image.dtype != np.uint8:
+        got = (f"{type(image).__name__} {image.dtype} {image.shape}"
+               if isinstance(image, np.ndarray) else type(image).__name__)
+        raise ValueError(f"{name} must be an (H, W, 3) uint8 RGB array, got {got}")
+
+
+def draw_detections(image_rgb: np.ndarray, boxes, scores, labels,
+                    class_names: Optional[Sequence[str]] = None,
+                    score_thresh: float = 0.0) -> np.ndarray:
+    """Draws boxes with ``"<class> <score>"`` captions; each class has its own colour.
+
+    Args:
+        image_rgb: ``(H, W, 3) uint8`` RGB image; it is not modified.
+        boxes: ``(D, 4)`` XYXY pixels of ``image_rgb`` (tensor or array).
+        scores: ``(D,)`` confidences in [0, 1].
+        labels: ``(D,)`` integer labels in ``0..K-1``.
+        class_names: the K class names (label ``k`` is ``class_names[k]``); None writes the
+            label number instead.
+        score_thresh: detections with a lower score are not drawn.
+
+    Returns:
+        A new ``(H, W, 3) uint8`` RGB image with the drawings.
+
+    Raises:
+        ValueError: wrong image type/shape, inconsistent lengths, or a label without a name.
+    """
+    _check_image(image_rgb)
+    boxes = _as_numpy(boxes, "boxes", np.float64).reshape(-1, 4) if np.size(boxes) else \
+        np.zeros((0, 4))
+    scores = _as_numpy(scores, "scores", np.float64).reshape(-1)
+    labels = _as_numpy(labels, "labels", np.int64).reshape(-1)
+    if not (len(boxes) == len(scores) == len(labels)):
+        raise ValueError(f"boxes, scores and labels must have the same length, got "
+                         f"{len(boxes)}, {len(scores)} and {len(labels)}")
+    if class_names is not None and len(labels) and (labels.min() < 0 or
+                                                    labels.max() >= len(class_names)):
+        raise ValueError(f"labels must be in 0..{len(class_names) - 1} to index class_names "
+                         f"({len(class_names)} names), got values in "
+                         f"[{labels.min()}, {labels.max()}]")
+    out = image_rgb.copy()
+    h, w = out.shape[:2]
+    # Scale line width and text with the image so captions stay legible on large photos.
+    thick = max(1, int(round(min(h, w) / 300)))
+    font_scale = max(0.35, min(h, w) / 900)
+    # Low scores first, so the most confident box and caption end up on top.
+    for i in np.argsort(scores, kind="stable"):
+        if scores[i] < score_thresh:
+            continue
+        color = class_color(labels[i])
+        x1, y1, x2, y2 = (int(round(v)) for v in np.clip(boxes[i], -1, [w, h, w, h]))
+        cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
+        name = class_names[labels[i]] if class_names is not None else str(labels[i])
+        text = f"{name} {scores[i]:.2f}"
+        (tw, th), base = cv2.getTextSize(text, _FONT, font_scale, 1)
+        # Caption above the box, or inside it when the box touches the top edge.
+        ty = y1 - 2 if y1 - th - base - 2 >= 0 else min(h - 1, y1 + th + base + 2)
+        tx = min(max(x1, 0), max(0, w - tw))
+        cv2.rectangle(out, (tx, ty - th - base), (tx + tw, ty), color, -1)
+        luminance = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
+        text_color = (0, 0, 0) if luminance > 128 else (255, 255, 255)
+        cv2.putText(out, text, (tx, ty - base), _FONT, font_scale, text_color, 1, cv2.LINE_AA)
+    return out
+
+
+def save_png(path: str, image_rgb: np.ndarray) -> str:
+    """Writes an RGB image as a PNG file (parent folders are created).
+
+    Args:
+        path: destination; must end in ``.png``.
+        image_rgb: ``(H, W, 3) uint8`` RGB image.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: the path does not end in ``.png`` or the image is not ``(H, W, 3) uint8``.
+        OSError: OpenCV could not write the file (names the path).
+    """
+    if not str(path).lower().endswith(".png"):
+        raise ValueError(f"save_png writes PNG files: path must end in '.png', got {path!r}")
+    _check_image(image_rgb)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write PNG file {path!r}")
+    return path

@@ -1,0 +1,234 @@
+"""Predictor (resize, rescale back, inputs), drawing, PNG output and tools/infer.py."""
+import os
+import struct
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from dcn_det.data.transforms import decode_image, resized_shape
+from dcn_det.predictor import Predictor
+from dcn_det.visualization import class_color, draw_detections, save_png
+from dcn_det.engine.checkpoint import CheckpointError
+from dcn_det.export import FORMAT, export_inference_file, load_inference_file
+from tests.test_export import NAMES, TinyDetector, real_checkpoint, real_tiny_model, tiny_config
+
+
+@pytest.fixture
+def predictor():
+    torch.manual_seed(0)
+    return Predictor.from_model(TinyDetector(), tiny_config(), NAMES, score_thresh=0.0)
+
+
+def random_image(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("hw", [(150, 90), (60, 100)])
+def test_boxes_equal_direct_call_scaled_back(predictor, hw):
+    h, w = hw
+    image = random_image(h, w)
+    got = predictor(image)
+    cfg = tiny_config().data
+    nh, nw = resized_shape(h, w, cfg.min_size_test, cfg.max_size_test)
+    assert (nh, nw) != (h, w)
+    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    with torch.no_grad():
+        direct = predictor.model([torch.from_numpy(resized).permute(2, 0, 1).contiguous()])[0]
+    scale = torch.tensor([w / nw, h / nh, w / nw, h / nh])
+    assert len(direct["scores"]) > 0
+    torch.testing.assert_close(got["boxes"], direct["boxes"] * scale)
+    torch.testing.assert_close(got["scores"], direct["scores"])
+    assert torch.equal(got["labels"], direct["labels"])
+    assert got["class_names"] == [NAMES[k] for k in direct["labels"].tolist()]
+    # Boxes are in the original frame: within [0, w] x [0, h].
+    assert float(got["boxes"][:, 0::2].max()) <= w + 1e-4
+    assert float(got["boxes"][:, 1::2].max()) <= h + 1e-4
+
+
+def test_score_threshold_and_order(predictor):
+    image = random_image(90, 120, seed=3)
+    everything = predictor(image)
+    predictor.score_thresh = float(everything["scores"].median())
+    kept = predictor(image)
+    assert 0 < len(kept["scores"]) < len(everything["scores"])
+    assert bool((kept["scores"] >= predictor.score_thresh).all())
+    assert bool((kept["scores"][:-1] >= kept["scores"][1:]).all())
+    assert kept["boxes"].shape == (len(kept["scores"]), 4) and kept["labels"].dtype == torch.int64
+
+
+def test_path_input_equals_array_input(predictor, tmp_path):
+    image = random_image(70, 100, seed=1)
+    path = str(tmp_path / "img.png")
+    cv2.imwrite(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert np.array_equal(decode_image(str(path)), image)  # BGR -> RGB
+    a, b = predictor(path), predictor(image)
+    assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["labels"], b["labels"])
+
+
+def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """Inserts an APP1 EXIF segment holding only the Orientation tag after the JPEG's SOI."""
+    tiff = b"MM\x00\x2a\x00\x00\x00\x08" + struct.pack(">H", 1) + \
+        struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0)
+    payload = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+def test_exif_orientation_is_applied(predictor, tmp_path):
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[:10, :20] = (255, 0, 0)  # a red block in the top-left corner
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_JPEG_QUALITY, 100])
+    assert ok
+    path = tmp_path / "rot.jpg"
+    path.write_bytes(_with_exif_orientation(jpeg.tobytes(), 6))  # 6 = rotate 90 deg clockwise
+    rgb, resized = predictor.preprocess(path)
+    assert rgb.shape == (60, 40, 3) and resized.shape == (3, 72, 48)
+    # After a clockwise turn the top-left corner is at the top right.
+    assert rgb[2:8, -8:-2, 0].mean() > 200 and rgb[2:8, -8:-2, 2].mean() < 50
+
+
+def test_bad_inputs(predictor, tmp_path):
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8.*float32"):
+        predictor(random_image(20, 20).astype(np.float32))
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8.*\(20, 20\)"):
+        predictor(np.zeros((20, 20), np.uint8))
+    with pytest.raises(ValueError, match="got list"):
+        predictor([[0, 0, 0]])
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        predictor(str(tmp_path / "nope.png"))
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"this is not an image")
+    with pytest.raises(RuntimeError, match="bad.jpg"):
+        predictor(str(bad))
+    with pytest.raises(ValueError, match=r"score_thresh must be in \[0, 1\], got 1.5"):
+        Predictor.from_model(TinyDetector(), tiny_config(), NAMES, score_thresh=1.5)
+    with pytest.raises(ValueError, match="class_names has 2 names"):
+        Predictor.from_model(TinyDetector(), tiny_config(), NAMES[:2])
+
+
+def test_draw_detections():
+    image = np.full((60, 80, 3), 128, np.uint8)
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 55.0], [5.0, 5.0, 30.0, 30.0]])
+    drawn = draw_detections(image, boxes, torch.tensor([0.9, 0.2]), torch.tensor([2, 0]),
+                            NAMES, score_thresh=0.5)
+    assert drawn.shape == image.shape and drawn.dtype == np.uint8
+    assert (image == 128).all()  # input untouched
+    assert tuple(drawn[40, 10]) == class_color(2)  # left edge of the kept box
+    assert tuple(drawn[50, 50]) == class_color(2)  # right edge
+    assert (drawn[35:45, 20:40] == 128).all()  # inside the box is untouched
+    assert (drawn[25, 5] == 128).all()  # the low-score box was not drawn
+    assert len({class_color(k) for k in range(20)}) == 20
+    empty = draw_detections(image, torch.zeros(0, 4), torch.zeros(0), torch.zeros(0), NAMES)
+    assert np.array_equal(empty, image)
+    with pytest.raises(ValueError, match=r"labels must be in 0..2.*\[0, 3\]"):
+        draw_detections(image, boxes, torch.tensor([0.9, 0.8]), torch.tensor([3, 0]), NAMES)
+    with pytest.raises(ValueError, match="same length"):
+        draw_detections(image, boxes, torch.tensor([0.9]), torch.tensor([1, 0]), NAMES)
+
+
+def test_save_png(tmp_path):
+    image = random_image(30, 40)
+    path = save_png(str(tmp_path / "a" / "b.png"), image)
+    assert np.array_equal(cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB), image)
+    with pytest.raises(ValueError, match=r"must end in '\.png'"):
+        save_png(str(tmp_path / "x.jpg"), image)
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
+        save_png(str(tmp_path / "x.png"), image[..., 0])
+
+
+# ---------------------------------------------------------------------------------------
+# The real detector (tiny, random weights) through inference files, Predictor and the tools.
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    """(model, cfg, training checkpoint path, fp32 inference file, fp16 inference file)."""
+    folder = tmp_path_factory.mktemp("real")
+    model, cfg = real_tiny_model("rfcn")
+    ckpt = str(folder / "model_final.pth")
+    torch.save(real_checkpoint(model, cfg), ckpt)
+    fp32 = export_inference_file(ckpt, str(folder / "m.pth"))
+    fp16 = export_inference_file(ckpt, str(folder / "m16.pth"), fp16=True)
+    return model, cfg, ckpt, fp32, fp16
+
+
+def test_predictor_from_file_equals_direct_call(real):
+    model, cfg, ckpt, fp32, _ = real
+    image = random_image(150, 90, seed=4)
+    nh, nw = resized_shape(150, 90, cfg.data.min_size_test, cfg.data.max_size_test)
+    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    with torch.no_grad():
+        direct = model([torch.from_numpy(resized).permute(2, 0, 1).contiguous()])[0]
+    assert len(direct["scores"]) > 0
+    want = direct["boxes"] * torch.tensor([90 / nw, 150 / nh, 90 / nw, 150 / nh])
+    for path in (fp32, ckpt):  # an inference file and a training checkpoint
+        pred = Predictor(path, score_thresh=0.0)
+        assert pred.class_names == ["disc", "square", "triangle"]  # from the test dataset
+        got = pred(image)
+        order = torch.argsort(direct["scores"], descending=True, stable=True)
+        torch.testing.assert_close(got["boxes"], want[order])
+        torch.testing.assert_close(got["scores"], direct["scores"][order])
+        assert torch.equal(got["labels"], direct["labels"][order])
+
+
+def test_predictor_fp16_file_is_close(real):
+    _, _, _, fp32, fp16 = real
+    image = random_image(64, 96, seed=5)
+    a = Predictor(fp32, score_thresh=0.0)(image)
+    b = Predictor(fp16, score_thresh=0.0)(image)
+    # Half-rounded weights move scores a little; the best detections stay.
+    torch.testing.assert_close(b["scores"][:3], a["scores"][:3], rtol=0, atol=2e-2)
+
+
+def test_predictor_refuses_bad_files(tmp_path, real):
+    path = tmp_path / "broken.pth"
+    path.write_bytes(open(real[3], "rb").read()[:1000])
+    with pytest.raises(CheckpointError, match="broken.pth"):
+        Predictor(str(path))
+
+
+def _run(script, *args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", script), *args],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+def test_export_and_infer_tools_write_pngs(tmp_path, real):
+    _, _, ckpt, _, _ = real
+    model_file = str(tmp_path / "exported.pth")
+    r = _run("export.py", "--checkpoint", ckpt, "--output", model_file)
+    assert r.returncode == 0, r.stderr
+    assert model_file in r.stdout and load_inference_file(model_file)["format"] == FORMAT
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, name in enumerate(["a.jpg", "b.png", "a.png"]):
+        cv2.imwrite(str(images / name), random_image(70 + 10 * i, 100, seed=i))
+    (images / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    r = _run("infer.py", "--model", model_file, "--input", str(images), "--output-dir", str(out),
+             "--score-thresh", "0.0")
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(out)) == ["a.png", "a_png.png", "b.png"]
+    for name, src in [("a.png", "a.jpg"), ("a_png.png", "a.png"), ("b.png", "b.png")]:
+        drawn, orig = cv2.imread(str(out / name)), cv2.imread(str(images / src))
+        assert drawn.shape == orig.shape and str(out / name) in r.stdout
+    # With score threshold 0 every image has detections, so the drawing changed pixels.
+    assert not np.array_equal(cv2.imread(str(out / "b.png")), cv2.imread(str(images / "b.png")))
+    r = _run("infer.py", "--model", str(tmp_path / "missing.pth"), "--input", str(images),
+             "--output-dir", str(out))
+    assert r.returncode == 2 and "missing.pth" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_predictor_names_file_whose_weights_do_not_fit(tmp_path, real):
+    model, cfg, _, _, _ = real
+    state = dict(model.state_dict())
+    state.pop(next(iter(state)))
+    path = str(tmp_path / "partial.pth")
+    torch.save({"model": state, "config": cfg.to_dict()}, path)
+    with pytest.raises(CheckpointError, match=r"(?s)partial\.pth.*do not fit.*Missing key"):
+        Predictor(path)

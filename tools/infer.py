@@ -1,0 +1,61 @@
+"""Detects objects in images and draws the detections into PNG files.
+
+    python tools/infer.py --model FILE --input IMG_OR_DIR --output-dir DIR [--score-thresh 0.5]
+                          [--device cpu]
+
+FILE is an inference file from tools/export.py or a training checkpoint. Each input image
+IMG.ext is written as DIR/IMG.png (DIR/IMG_ext.png when two inputs share a name).
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dcn_det.data.transforms import decode_image  # noqa: E402
+from dcn_det.predictor import Predictor  # noqa: E402
+from dcn_det.tools_common import run_main  # noqa: E402
+from dcn_det.visualization import draw_detections, save_png  # noqa: E402
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(path: str):
+    """The image files under ``path`` (a file, or a folder read non-recursively), sorted."""
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"--input {path!r} is neither an image file nor a folder")
+    files = sorted(os.path.join(path, n) for n in os.listdir(path)
+                   if n.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+        raise FileNotFoundError(f"--input folder {path!r} has no images "
+                                f"({', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, help="inference file or training checkpoint")
+    parser.add_argument("--input", required=True, help="an image file or a folder of images")
+    parser.add_argument("--output-dir", required=True, help="folder for the drawn PNG files")
+    parser.add_argument("--score-thresh", type=float, default=0.5)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    predictor = Predictor(args.model, device=args.device, score_thresh=args.score_thresh)
+    used = set()
+    for path in list_images(args.input):
+        stem, ext = os.path.splitext(os.path.basename(path))
+        name = stem + ".png" if stem + ".png" not in used else f"{stem}_{ext.lstrip('.')}.png"
+        used.add(name)
+        image = decode_image(path)
+        det = predictor(image)
+        drawn = draw_detections(image, det["boxes"], det["scores"], det["labels"],
+                                predictor.class_names)
+        out = save_png(os.path.join(args.output_dir, name), drawn)
+        print(f"{path}: {len(det['scores'])} detections -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
