@@ -91,7 +91,8 @@ class ImageList:
             raise ValueError("ImageList.from_tensors: tensors must be a non-empty list of (C, H, W)")
         if size_divisibility < 1:
             raise ValueError(f"size_divisibility must be >= 1, got {size_divisibility}")
-        sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in tensors]
+        # no int(): keeps symbolic sizes symbolic under torch.export (dynamic image sizes)
+        sizes = [(t.shape[-2], t.shape[-1]) for t in tensors]
         max_h = max(s[0] for s in sizes)
         max_w = max(s[1] for s in sizes)
         d = size_divisibility

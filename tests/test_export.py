@@ -266,10 +266,6 @@ def test_exported_program_matches_eager(tmp_path, model):
     assert len(counts) > 1 and max(counts) > 0  # detections vary with the input
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "blocked outside dcn_det/export.py: ops/nms.py batched_nms guards on `boxes.numel() == 0` "
-    "(data-dependent) and structures.py ImageList.from_tensors calls int() on the image size "
-    "(specialises H, W); with both fixed the real model exports and matches (see report)"))
 @pytest.mark.parametrize("arch", ["rfcn", "faster_rcnn"])
 def test_real_detector_program_matches_eager(arch):
     model, _ = real_tiny_model(arch)

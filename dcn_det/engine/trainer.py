@@ -11,16 +11,18 @@ from typing import Any, Dict, Optional
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from dcn_det.config import Config, config_from_dict, dump, save_config
+from dcn_det.config import Config, dump, save_config
 from dcn_det.data.build import build_test_loader, build_train_loader
 from dcn_det.engine import distributed as du
-from dcn_det.engine.checkpoint import Checkpointer, CheckpointError, load_file
+from dcn_det.engine.checkpoint import Checkpointer, load_file
 from dcn_det.engine.logging import MetricLogger, setup_logging
 from dcn_det.engine.optim import build_lr_scheduler, build_optimizer
 from dcn_det.engine.rng import get_rng_state, seed_all, set_rng_state
 from dcn_det.engine.train_loop import train_loop
 from dcn_det.evaluation import build_evaluator, inference_on_dataset
+from dcn_det.export import read_model_file
 from dcn_det.modeling import build_model
+from dcn_det.predictor import build_inference_model
 
 logger = logging.getLogger("dcn_det")
 
@@ -116,11 +118,20 @@ def train(cfg: Config, resume: str = "auto") -> Dict[str, Any]:
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=False)
 
+    max_iter = cfg.solver.max_iter
+    data_iter = None
+    class_names = []
+    if start_iter < max_iter:
+        data_iter = build_train_loader(cfg.data, rank, world, seed=cfg.runtime.seed,
+                                       start_iter=start_iter)
+        class_names = list(data_iter.dataset.class_names)
+
     def make_state(iteration: int) -> Dict[str, Any]:
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else {},
-                "iteration": iteration, "rng": get_rng_state(), "config": cfg.to_dict()}
+                "iteration": iteration, "rng": get_rng_state(), "config": cfg.to_dict(),
+                "class_names": class_names}
 
     writer = None
     if rank == 0:
@@ -135,19 +146,19 @@ def train(cfg: Config, resume: str = "auto") -> Dict[str, Any]:
                     writer.add_scalar(f"eval/{k}", v, iteration)
         return metrics
 
-    max_iter = cfg.solver.max_iter
-    if start_iter < max_iter:
-        data_iter = build_train_loader(cfg.data, rank, world, seed=cfg.runtime.seed,
-                                       start_iter=start_iter)
-        train_loop(model=train_model, data_iter=data_iter, optimizer=optimizer,
-                   scheduler=scheduler, make_state=make_state, save=checkpointer.save,
-                   evaluate=periodic_eval, start_iter=start_iter, max_iter=max_iter,
-                   log_period=cfg.runtime.log_period,
-                   checkpoint_period=cfg.solver.checkpoint_period,
-                   eval_period=cfg.test.eval_period, device=device, amp=cfg.solver.amp,
-                   scaler=scaler, clip_grad_norm=cfg.solver.clip_grad_norm,
-                   metric_logger=MetricLogger(writer, max_iter, start_iter),
-                   inject_nan_at_iter=cfg.runtime.inject_nan_at_iter)
+    if data_iter is not None:
+        try:
+            train_loop(model=train_model, data_iter=data_iter, optimizer=optimizer,
+                       scheduler=scheduler, make_state=make_state, save=checkpointer.save,
+                       evaluate=periodic_eval, start_iter=start_iter, max_iter=max_iter,
+                       log_period=cfg.runtime.log_period,
+                       checkpoint_period=cfg.solver.checkpoint_period,
+                       eval_period=cfg.test.eval_period, device=device, amp=cfg.solver.amp,
+                       scaler=scaler, clip_grad_norm=cfg.solver.clip_grad_norm,
+                       metric_logger=MetricLogger(writer, max_iter, start_iter),
+                       inject_nan_at_iter=cfg.runtime.inject_nan_at_iter)
+        finally:
+            data_iter.close()  # stop loader workers now, also after an error or a signal
         if rank == 0:
             checkpointer.save("model_final.pth", make_state(max_iter))
     else:
@@ -165,29 +176,6 @@ def train(cfg: Config, resume: str = "auto") -> Dict[str, Any]:
     return metrics
 
 
-def load_model_for_test(path: str, cfg: Optional[Config] = None):
-    """Builds the model stored in a training checkpoint or inference file.
-
-    Args:
-        path: a training checkpoint (``model``, ``config``, ...) or an exported inference file
-            (``format == "dcn_det.inference"``).
-        cfg: overrides the config stored in the file when given.
-
-    Returns:
-        ``(model, cfg)``.
-    """
-    ckpt = load_file(path)
-    if "model" not in ckpt or "config" not in ckpt:
-        raise CheckpointError(f"{path!r} is not a dcn_det checkpoint: it lacks 'model' or "
-                              f"'config' (keys: {sorted(ckpt)[:8]})")
-    if cfg is None:
-        cfg = config_from_dict(ckpt["config"], source=path)
-    model = build_model(cfg.model)
-    state = {k: v.float() if torch.is_floating_point(v) else v for k, v in ckpt["model"].items()}
-    model.load_state_dict(state)
-    return model, cfg
-
-
 def evaluate_checkpoint(cfg: Config, path: str) -> Dict[str, Any]:
     """``tools/test.py``: evaluates the model in ``path`` on ``cfg.data.test``.
 
@@ -201,8 +189,9 @@ def evaluate_checkpoint(cfg: Config, path: str) -> Dict[str, Any]:
     out = cfg.runtime.output_dir
     os.makedirs(out, exist_ok=True)
     setup_logging(os.path.join(out, "test_log.txt"), du.get_rank())
-    model, _ = load_model_for_test(path)
-    model.to(device)
+    # the architecture comes from the file (trained config), the data/test settings from cfg
+    file_cfg, state, _ = read_model_file(path)
+    model = build_inference_model(file_cfg, state, device)
     metrics = evaluate(cfg, model, device, out)
     if du.is_main_process():
         write_metrics(metrics, out)

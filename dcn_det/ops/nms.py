@@ -5,6 +5,7 @@ The kernel is ``torch.ops.dcn_det.nms`` (csrc/cpu/nms.cpp); this file registers 
 Boxes are XYXY in continuous pixel coordinates; IoU uses area ``(x2-x1)*(y2-y1)``.
 """
 import torch
+from torch.fx.experimental.symbolic_shapes import guard_or_false
 
 from dcn_det.ops import _validate
 
@@ -84,10 +85,13 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
     if idxs.device != boxes.device:
         raise ValueError(f"idxs is on {idxs.device} but boxes is on {boxes.device}; "
                          "both must be on the same device")
-    if boxes.numel() == 0:
+    # guard_or_false: under torch.export the box count is data-dependent (unbacked); the
+    # branch is then treated as "not empty" and the code below is also correct for N = 0.
+    if guard_or_false(boxes.numel() == 0):
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
     boxes64 = boxes.to(torch.float64)
     # max - min + 1 (not just max + 1) keeps categories apart when coordinates are negative.
-    span = boxes64.max() - boxes64.min() + 1
+    flat = torch.cat([boxes64.reshape(-1), boxes64.new_zeros(1)])  # max/min of empty fail
+    span = flat.max() - flat.min() + 1
     shifted = boxes64 + (idxs.to(torch.float64) * span)[:, None]
     return nms(shifted, scores, iou_threshold)
