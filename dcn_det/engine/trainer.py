@@ -156,7 +156,10 @@ def train(cfg: Config, resume: str = "auto") -> Dict[str, Any]:
                        eval_period=cfg.test.eval_period, device=device, amp=cfg.solver.amp,
                        scaler=scaler, clip_grad_norm=cfg.solver.clip_grad_norm,
                        metric_logger=MetricLogger(writer, max_iter, start_iter),
-                       inject_nan_at_iter=cfg.runtime.inject_nan_at_iter)
+                       # the test hook fires on the last rank only, so a distributed run
+                       # shows that every rank stops when one sees a non-finite loss
+                       inject_nan_at_iter=(cfg.runtime.inject_nan_at_iter
+                                           if rank == world - 1 else -1))
         finally:
             data_iter.close()  # stop loader workers now, also after an error or a signal
         if rank == 0:
