@@ -20,6 +20,7 @@ test: install
 
 bench: install
 	$(PYTHON) benchmarks/ops.py --output out/bench_ops.json
+	$(PYTHON) benchmarks/model.py --device cpu --repeats 1 --output out/bench_model.json
 
 clean:
 	rm -rf build dcn_det/*.so *.egg-info

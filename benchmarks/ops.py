@@ -12,53 +12,17 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import ops_psroi, ops_roi_nms  # noqa: E402
+from benchmarks.timing import fwd_bwd, time_ms  # noqa: E402
 from dcn_det.ops import deform_conv2d  # noqa: E402
 from dcn_det.ops.reference import deform_conv2d_ref  # noqa: E402
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def time_ms(fns, device: str, repeats: int, warmup: int = 2) -> list:
-    """Median wall times in milliseconds of each function in ``fns``.
-
-    The functions are run interleaved (one call of each per round) so that a change in the
-    machine's load during the measurement affects all of them alike; ``warmup`` untimed rounds
-    come first.
-    """
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    _sync(device)
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, ts in zip(fns, times):
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            ts.append((time.perf_counter() - t0) * 1e3)
-    return [statistics.median(ts) for ts in times]
-
-
-def _fwd_bwd(forward, leaves):
-    """Returns a closure running forward and backward with a fixed upstream gradient."""
-    def run():
-        for t in leaves:
-            t.grad = None
-        out = forward()
-        out.backward(torch.ones_like(out))
-    return run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,9 +65,9 @@ def bench_deform_conv2d(device: str, repeats: int) -> list:
         # The reference is slow: it is timed in a few rounds interleaved with ours, and
         # ref/ours is taken from those rounds so load changes cancel.
         fwd = (ours, dense, ref)
-        fwd_bwd = (_fwd_bwd(ours, [x, offset, weight, bias]), _fwd_bwd(dense, [x, weight, bias]),
-                   _fwd_bwd(ref, [x, offset, weight, bias]))
-        for mode, (f_ours, f_dense, f_ref) in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
+        both = (fwd_bwd(ours, [x, offset, weight, bias]), fwd_bwd(dense, [x, weight, bias]),
+                fwd_bwd(ref, [x, offset, weight, bias]))
+        for mode, (f_ours, f_dense, f_ref) in (("fwd", fwd), ("fwd+bwd", both)):
             with torch.set_grad_enabled(mode != "fwd"):
                 t_ours, t_dense = time_ms([f_ours, f_dense], device, repeats)
                 t_ours_r, t_ref = time_ms([f_ours, f_ref], device, REF_REPEATS, warmup=1)
@@ -112,7 +76,7 @@ def bench_deform_conv2d(device: str, repeats: int) -> list:
     return rows
 
 
-CASES = [bench_deform_conv2d]
+CASES = [bench_deform_conv2d, ops_psroi.cases, ops_roi_nms.cases]
 
 
 def _fmt(v, spec):

@@ -83,7 +83,6 @@ def conv_rows(dtype, repeats):
                     row[f"{key}_fwd"] = cuda_ms(f, repeats)
                 row[f"{key}_fwdbwd"] = cuda_ms(_fwd_bwd(f, leaves), repeats)
             rows.append(row)
-            del x, wt, off, mask
     return rows
 
 

@@ -1,49 +1,20 @@
-"""Times roi_align and nms against their pure-PyTorch references.
+"""roi_align and nms against their pure-PyTorch references (collected by ``benchmarks/ops.py``).
 
-Usage::
-
-    python benchmarks/ops_roi_nms.py [--device cpu|cuda] [--repeats 5]
-
-``cases(device) -> list[dict]`` is what ``benchmarks/ops.py`` collects: one row per case with
-the op, the shape, the pass ("fwd" or "fwd+bwd"), the median times of ours and of the
-reference in milliseconds, and the speed-up (reference / ours).
+``cases(device, repeats) -> list[dict]``: one row per case with the op, the shape, the pass
+("fwd" or "fwd+bwd"), the median times of ours and of the reference in milliseconds.
 """
-import argparse
-import os
-import statistics
-import sys
-import time
-
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dcn_det.ops import nms, roi_align  # noqa: E402
-from dcn_det.ops.reference import nms_ref, roi_align_ref  # noqa: E402
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+from benchmarks.timing import time_ms
+from dcn_det.ops import nms, roi_align
+from dcn_det.ops.reference import nms_ref, roi_align_ref
 
 
-def _time_ms(fn, device: str, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` in milliseconds after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
-def _row(op, shape, pass_, ours_ms, ref_ms):
-    return {"op": op, "shape": shape, "pass": pass_, "ours_ms": round(ours_ms, 3),
-            "reference_ms": round(ref_ms, 3), "speedup": round(ref_ms / ours_ms, 1)}
+def _row(op, shape, mode, ours, ref, device, repeats):
+    """Times ``ours`` and ``ref`` interleaved; a row in the format of ``benchmarks/ops.py``."""
+    t_ours, t_ref = time_ms([ours, ref], device, repeats, warmup=1)
+    return dict(op=op, shape=shape, mode=mode, ours_ms=t_ours, ref_ms=t_ref,
+                ref_over_ours=t_ref / t_ours)
 
 
 def _random_boxes(num, img_w, img_h, gen, device):
@@ -78,12 +49,10 @@ def bench_roi_align(device: str, repeats: int) -> list:
     # The reference is slow (its backward writes a full-size input gradient per RoI), so it
     # is timed fewer times and without a warm-up call.
     ref_repeats = max(1, repeats // 2)
-    return [
-        _row("roi_align", shape, "fwd", _time_ms(fwd(roi_align), device, repeats),
-             _time_ms(fwd(roi_align_ref), device, ref_repeats)),
-        _row("roi_align", shape, "fwd+bwd", _time_ms(fwd_bwd(roi_align), device, repeats),
-             _time_ms(fwd_bwd(roi_align_ref), device, ref_repeats, warmup=0)),
-    ]
+    return [_row("roi_align", shape, "fwd", fwd(roi_align), fwd(roi_align_ref), device,
+                 ref_repeats),
+            _row("roi_align", shape, "fwd+bwd", fwd_bwd(roi_align), fwd_bwd(roi_align_ref),
+                 device, ref_repeats)]
 
 
 def bench_nms(device: str, repeats: int) -> list:
@@ -93,33 +62,10 @@ def bench_nms(device: str, repeats: int) -> list:
     scores = torch.rand(6000, generator=gen).to(device)
     kept = nms(boxes, scores, 0.7).numel()
     return [_row("nms", f"6000 boxes -> {kept} kept, IoU 0.7", "fwd",
-                 _time_ms(lambda: nms(boxes, scores, 0.7), device, repeats),
-                 _time_ms(lambda: nms_ref(boxes, scores, 0.7), device, max(1, repeats // 2)))]
+                 lambda: nms(boxes, scores, 0.7), lambda: nms_ref(boxes, scores, 0.7), device,
+                 max(1, repeats // 2))]
 
 
 def cases(device: str, repeats: int = 5) -> list:
     """All rows of this file's benchmarks on ``device``."""
     return bench_roi_align(device, repeats) + bench_nms(device, repeats)
-
-
-def format_table(rows: list) -> str:
-    """A plain-text table of ``rows``."""
-    header = f"{'op':<10} {'shape':<34} {'pass':<8} {'ours ms':>10} {'ref ms':>10} {'speedup':>8}"
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        lines.append(f"{r['op']:<10} {r['shape']:<34} {r['pass']:<8} {r['ours_ms']:>10.2f} "
-                     f"{r['reference_ms']:>10.2f} {r['speedup']:>7.1f}x")
-    return "\n".join(lines)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
-    print(format_table(cases(args.device, args.repeats)))
-
-
-if __name__ == "__main__":
-    main()
