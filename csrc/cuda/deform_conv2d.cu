@@ -46,24 +46,6 @@ __device__ __forceinline__ acc_t bilinear(const scalar_t* plane, int64_t H, int6
   return v;
 }
 
-// d(bilinear)/dy and d(bilinear)/dx at (y, x), same zero-outside rule.
-template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ void bilinear_grad(const scalar_t* plane, int64_t H, int64_t W, acc_t y,
-                                              acc_t x, acc_t& gy, acc_t& gx) {
-  gy = 0;
-  gx = 0;
-  if (y <= -1 || y >= H || x <= -1 || x >= W) return;
-  const int64_t y0 = static_cast<int64_t>(floor(y)), x0 = static_cast<int64_t>(floor(x));
-  const acc_t ly = y - y0, lx = x - x0, hy = 1 - ly, hx = 1 - lx;
-  const acc_t v00 = (y0 >= 0 && x0 >= 0) ? static_cast<acc_t>(plane[y0 * W + x0]) : acc_t(0);
-  const acc_t v01 = (y0 >= 0 && x0 + 1 < W) ? static_cast<acc_t>(plane[y0 * W + x0 + 1]) : acc_t(0);
-  const acc_t v10 = (y0 + 1 < H && x0 >= 0) ? static_cast<acc_t>(plane[(y0 + 1) * W + x0]) : acc_t(0);
-  const acc_t v11 =
-      (y0 + 1 < H && x0 + 1 < W) ? static_cast<acc_t>(plane[(y0 + 1) * W + x0 + 1]) : acc_t(0);
-  gy = hx * (v10 - v00) + lx * (v11 - v01);
-  gx = hy * (v01 - v00) + ly * (v11 - v10);
-}
-
 // columns[(c*K + k), b*HWo + p] = mask * bilinear(input[b, c], sample point of tap k at p).
 template <typename scalar_t>
 __global__ void im2col_kernel(int64_t n, const scalar_t* __restrict__ input,
@@ -121,8 +103,14 @@ __global__ void col2im_kernel(int64_t n, const scalar_t* __restrict__ grad_col,
   }
 }
 
-// One thread per (b, offset group, tap k, position p): reduces over the group's channels to
-// get d loss / d(dy, dx) and d loss / d mask. No atomics, so deterministic.
+// Lanes that share one (b, offset group, tap, position) item in offset_grad_kernel.
+constexpr int kLanes = 8;
+
+// kLanes threads per (b, offset group, tap k, position p): each lane sums over every kLanes-th
+// channel of the group, then the lanes reduce with warp shuffles, giving d loss / d(dy, dx)
+// and d loss / d mask. No atomics, so deterministic. Splitting the channel loop across lanes
+// matters when there are few items (batch 1, one offset group: 9*H*W items, hundreds of
+// channels each). The corner indices and weights are computed once per item.
 template <typename scalar_t>
 __global__ void offset_grad_kernel(int64_t n, const scalar_t* __restrict__ grad_col,
                                    const scalar_t* __restrict__ input,
@@ -131,30 +119,55 @@ __global__ void offset_grad_kernel(int64_t n, const scalar_t* __restrict__ grad_
                                    scalar_t* __restrict__ grad_offset,
                                    scalar_t* __restrict__ grad_mask) {
   using acc_t = at::acc_type<scalar_t, true>;
-  const int64_t HWo = g.Ho * g.Wo, K = g.kh * g.kw, cpg = g.C / g.G;
-  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n;
-       idx += int64_t(blockDim.x) * gridDim.x) {
-    const int64_t p = idx % HWo, k = (idx / HWo) % K, og = (idx / (HWo * K)) % g.G,
-                  b = idx / (HWo * K * g.G);
+  const int64_t HWo = g.Ho * g.Wo, K = g.kh * g.kw, cpg = g.C / g.G, HW = g.H * g.W;
+  // A multiple of 32 and a warp-multiple stride: every lane of a warp runs the same
+  // iterations, as the shuffles require.
+  const int64_t padded = (n * kLanes + 31) / 32 * 32;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < padded;
+       t += int64_t(blockDim.x) * gridDim.x) {
+    const int64_t item = t / kLanes;
+    const int lane = static_cast<int>(t % kLanes);
+    const bool valid = item < n;
+    const int64_t it = valid ? item : 0;
+    const int64_t p = it % HWo, k = (it / HWo) % K, og = (it / (HWo * K)) % g.G,
+                  b = it / (HWo * K * g.G);
     const int64_t oy = p / g.Wo, ox = p % g.Wo, i = k / g.kw, j = k % g.kw;
     const int64_t off_i = ((b * g.G + og) * 2 * K + 2 * k) * HWo + p;
     const acc_t y = oy * g.sh - g.ph + i * g.dh + static_cast<acc_t>(offset[off_i]);
     const acc_t x = ox * g.sw - g.pw + j * g.dw + static_cast<acc_t>(offset[off_i + HWo]);
     const int64_t mask_i = ((b * g.G + og) * K + k) * HWo + p;
-    const acc_t m = mask ? static_cast<acc_t>(mask[mask_i]) : acc_t(1);
     acc_t gy_sum = 0, gx_sum = 0, gm_sum = 0;
-    for (int64_t c = og * cpg; c < (og + 1) * cpg; ++c) {
-      const acc_t gc = static_cast<acc_t>(grad_col[(c * K + k) * B * HWo + b * HWo + p]);
-      const scalar_t* plane = input + (b * g.C + c) * g.H * g.W;
-      acc_t gy, gx;
-      bilinear_grad<scalar_t, acc_t>(plane, g.H, g.W, y, x, gy, gx);
-      gy_sum += gc * gy;
-      gx_sum += gc * gx;
-      if (mask) gm_sum += gc * bilinear<scalar_t, acc_t>(plane, g.H, g.W, y, x);
+    if (valid && y > -1 && y < g.H && x > -1 && x < g.W) {
+      const int64_t y0 = static_cast<int64_t>(floor(y)), x0 = static_cast<int64_t>(floor(x));
+      const acc_t ly = y - y0, lx = x - x0, hy = 1 - ly, hx = 1 - lx;
+      // corner offsets within a plane, -1 where the corner lies outside (contributes 0)
+      const int64_t i00 = (y0 >= 0 && x0 >= 0) ? y0 * g.W + x0 : -1;
+      const int64_t i01 = (y0 >= 0 && x0 + 1 < g.W) ? y0 * g.W + x0 + 1 : -1;
+      const int64_t i10 = (y0 + 1 < g.H && x0 >= 0) ? (y0 + 1) * g.W + x0 : -1;
+      const int64_t i11 = (y0 + 1 < g.H && x0 + 1 < g.W) ? (y0 + 1) * g.W + x0 + 1 : -1;
+      for (int64_t c = og * cpg + lane; c < (og + 1) * cpg; c += kLanes) {
+        const acc_t gc = static_cast<acc_t>(grad_col[(c * K + k) * B * HWo + b * HWo + p]);
+        const scalar_t* plane = input + (b * g.C + c) * HW;
+        const acc_t v00 = i00 >= 0 ? static_cast<acc_t>(plane[i00]) : acc_t(0);
+        const acc_t v01 = i01 >= 0 ? static_cast<acc_t>(plane[i01]) : acc_t(0);
+        const acc_t v10 = i10 >= 0 ? static_cast<acc_t>(plane[i10]) : acc_t(0);
+        const acc_t v11 = i11 >= 0 ? static_cast<acc_t>(plane[i11]) : acc_t(0);
+        gy_sum += gc * (hx * (v10 - v00) + lx * (v11 - v01));
+        gx_sum += gc * (hy * (v01 - v00) + ly * (v11 - v10));
+        if (mask) gm_sum += gc * (hy * hx * v00 + hy * lx * v01 + ly * hx * v10 + ly * lx * v11);
+      }
     }
-    grad_offset[off_i] = static_cast<scalar_t>(gy_sum * m);
-    grad_offset[off_i + HWo] = static_cast<scalar_t>(gx_sum * m);
-    if (mask) grad_mask[mask_i] = static_cast<scalar_t>(gm_sum);
+    for (int delta = kLanes / 2; delta > 0; delta /= 2) {
+      gy_sum += __shfl_down_sync(0xffffffffu, gy_sum, delta, kLanes);
+      gx_sum += __shfl_down_sync(0xffffffffu, gx_sum, delta, kLanes);
+      gm_sum += __shfl_down_sync(0xffffffffu, gm_sum, delta, kLanes);
+    }
+    if (valid && lane == 0) {
+      const acc_t m = mask ? static_cast<acc_t>(mask[mask_i]) : acc_t(1);
+      grad_offset[off_i] = static_cast<scalar_t>(gy_sum * m);
+      grad_offset[off_i + HWo] = static_cast<scalar_t>(gx_sum * m);
+      if (mask) grad_mask[mask_i] = static_cast<scalar_t>(gm_sum);
+    }
   }
 }
 
@@ -293,7 +306,7 @@ deform_conv2d_backward_cuda(const at::Tensor& grad_out_, const at::Tensor& input
           has_mask ? msk_c.data_ptr<scalar_t>() : nullptr, g, B,
           grad_input.narrow(0, n0, B).data_ptr<acc_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-      offset_grad_kernel<scalar_t><<<blocks_for(n_off), kThreads, 0, stream>>>(
+      offset_grad_kernel<scalar_t><<<blocks_for(n_off * kLanes), kThreads, 0, stream>>>(
           n_off, grad_cols.data_ptr<scalar_t>(), in_c.data_ptr<scalar_t>(),
           off_c.data_ptr<scalar_t>(), has_mask ? msk_c.data_ptr<scalar_t>() : nullptr, g, B,
           grad_offset.narrow(0, n0, B).data_ptr<scalar_t>(),
