@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.timing import fwd_bwd  # noqa: E402
 from dcn_det.ops import deform_conv2d, deform_psroi_pool, nms, roi_align  # noqa: E402
 
 SHAPES = {  # name: (C, H, W, dilation, offset_groups, modulated)
@@ -52,15 +53,6 @@ def cuda_ms(fn, repeats: int, warmup: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def _fwd_bwd(f, leaves):
-    def run():
-        for t in leaves:
-            t.grad = None
-        out = f()
-        out.backward(torch.ones_like(out))
-    return run
-
-
 def conv_rows(dtype, repeats):
     tv = _tv()
     rows = []
@@ -81,7 +73,7 @@ def conv_rows(dtype, repeats):
             for key, f in fns.items():
                 with torch.no_grad():
                     row[f"{key}_fwd"] = cuda_ms(f, repeats)
-                row[f"{key}_fwdbwd"] = cuda_ms(_fwd_bwd(f, leaves), repeats)
+                row[f"{key}_fwdbwd"] = cuda_ms(fwd_bwd(f, leaves), repeats)
             rows.append(row)
     return rows
 
@@ -101,7 +93,7 @@ def other_rows(dtype, repeats):
         fwd = cuda_ms(f, repeats)
     rows.append({"op": "deform_psroi_pool", "shape": "R-FCN K+1=81, 300 RoIs", "batch": 1,
                  "dtype": str(dtype)[6:], "ours_fwd": fwd,
-                 "ours_fwdbwd": cuda_ms(_fwd_bwd(f, [x, off]), repeats)})
+                 "ours_fwdbwd": cuda_ms(fwd_bwd(f, [x, off]), repeats)})
     feat = torch.randn(1, 1024, 38, 63, device="cuda", dtype=dtype, requires_grad=True)
     row = {"op": "roi_align", "shape": "1024ch 38x63, 300 RoIs, 7x7, sr 2", "batch": 1,
            "dtype": str(dtype)[6:]}
@@ -111,7 +103,7 @@ def other_rows(dtype, repeats):
     for key, fn in fns.items():
         with torch.no_grad():
             row[f"{key}_fwd"] = cuda_ms(fn, repeats)
-        row[f"{key}_fwdbwd"] = cuda_ms(_fwd_bwd(fn, [feat]), repeats)
+        row[f"{key}_fwdbwd"] = cuda_ms(fwd_bwd(fn, [feat]), repeats)
     rows.append(row)
     boxes = torch.rand(6000, 4, device="cuda") * 500
     boxes[:, 2:] += boxes[:, :2] + 1
