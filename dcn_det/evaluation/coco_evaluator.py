@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from .gather import gather_objects, is_main_process
-from .inputs import check_boxes, check_labels, check_vector, image_id_of
+from .inputs import add_batch, check_boxes, check_labels, check_vector, image_id_of
 
 logger = logging.getLogger(__name__)
 
@@ -99,11 +99,7 @@ class COCOEvaluator:
     def process(self, targets: Sequence[Any], outputs: Sequence[Dict[str, Any]]) -> None:
         """Adds a batch: ``targets`` give the image ids (dicts with ``"image_id"`` or ids),
         ``outputs`` are the detector's ``{"boxes", "scores", "labels"}`` per image."""
-        if len(targets) != len(outputs):
-            raise ValueError(f"process got {len(targets)} targets but {len(outputs)} outputs")
-        for i, (t, o) in enumerate(zip(targets, outputs)):
-            image_id = image_id_of(t, f"targets[{i}]")
-            self.add_detections(image_id, o["boxes"], o["scores"], o["labels"])
+        add_batch(self.add_detections, targets, outputs)
 
     def evaluate(self) -> Dict[str, Any]:
         """Gathers every rank's detections; on rank 0 writes ``detections.json`` and runs COCOeval.

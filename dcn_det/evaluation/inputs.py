@@ -69,3 +69,18 @@ def optional_difficult(difficult: Optional[Any], n: int, name: str) -> np.ndarra
     if difficult is None:
         return np.zeros(n, dtype=bool)
     return check_vector(difficult, name, n, bool)
+
+
+def add_batch(add_detections, targets, outputs) -> None:
+    """Feeds a batch of model outputs to ``add_detections(image_id, boxes, scores, labels)``.
+
+    Args:
+        add_detections: the evaluator's per-image method.
+        targets: per image, a target dict with ``"image_id"`` or the id itself.
+        outputs: per image, ``{"boxes": (D, 4), "scores": (D,), "labels": (D,)}`` in
+            original-image pixels (the detector's eval output).
+    """
+    if len(targets) != len(outputs):
+        raise ValueError(f"process got {len(targets)} targets but {len(outputs)} outputs")
+    for i, (t, o) in enumerate(zip(targets, outputs)):
+        add_detections(image_id_of(t, f"targets[{i}]"), o["boxes"], o["scores"], o["labels"])

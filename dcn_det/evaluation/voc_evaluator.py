@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from .gather import gather_objects, is_main_process
-from .inputs import check_boxes, check_labels, check_vector, image_id_of, optional_difficult
+from .inputs import add_batch, check_boxes, check_labels, check_vector, image_id_of, optional_difficult
 from .voc_ap import ap_11_point, ap_area, match_detections, precision_recall
 
 
@@ -111,11 +111,7 @@ class VOCEvaluator:
             outputs: per image, ``{"boxes": (D, 4), "scores": (D,), "labels": (D,)}`` in
                 original-image pixels (the detector's eval output).
         """
-        if len(targets) != len(outputs):
-            raise ValueError(f"process got {len(targets)} targets but {len(outputs)} outputs")
-        for i, (t, o) in enumerate(zip(targets, outputs)):
-            image_id = image_id_of(t, f"targets[{i}]")
-            self.add_detections(image_id, o["boxes"], o["scores"], o["labels"])
+        add_batch(self.add_detections, targets, outputs)
 
     def _all_ground_truth(self) -> Dict[Any, tuple]:
         gt = {}
