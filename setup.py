@@ -67,7 +67,8 @@ setup(
         "defusedxml",
         "tqdm",
     ],
-    extras_require={"dev": ["pytest", "ninja"]},
+    # onnx/onnxscript/onnxruntime: the ONNX export path is optional for users, tested in dev.
+    extras_require={"dev": ["pytest", "ninja", "onnx", "onnxscript", "onnxruntime"]},
     ext_modules=[make_extension()],
     cmdclass={"build_ext": BuildExtension},
     zip_safe=False,

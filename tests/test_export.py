@@ -327,3 +327,35 @@ def test_onnx_export(tmp_path, model):
     want = model([img])[0]
     _assert_same([torch.from_numpy(g) for g in got], want)
 
+
+def test_onnx_deform_conv_matches_onnxruntime(tmp_path):
+    """Our deform_conv2d -> ONNX DeformConv gives the same numbers in onnxruntime."""
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    from dcn_det.export import _onnx_translation_table
+    from dcn_det.ops import DeformConv2d
+
+    torch.manual_seed(0)
+    conv = DeformConv2d(4, 6, 3, padding=1, offset_groups=2).eval()
+    torch.nn.init.normal_(conv.conv_offset.weight, std=0.3)  # real, non-zero offsets
+    x = torch.randn(1, 4, 9, 11)
+    path = str(tmp_path / "dc.onnx")
+    torch.onnx.export(conv, (x,), path, dynamo=True, opset_version=19,
+                      custom_translation_table=_onnx_translation_table())
+    sess = ort.InferenceSession(path)
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(got), conv(x).detach(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["rfcn", "faster_rcnn"])
+def test_onnx_export_of_the_real_detector(tmp_path, arch):
+    """The deformable detectors export: standard DeformConv / NonMaxSuppression nodes and the
+    documented custom dcn_det::DeformPSROIPool (which needs a custom-op runtime library)."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    model, _ = real_tiny_model(arch)
+    img = torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8)
+    graph = onnx.load(export_onnx(model, img, str(tmp_path / "m.onnx"))).graph
+    ops = {(n.domain or "ai.onnx", n.op_type) for n in graph.node}
+    assert ("ai.onnx", "DeformConv") in ops and ("ai.onnx", "NonMaxSuppression") in ops
+    assert ("dcn_det", "DeformPSROIPool") in ops
