@@ -49,7 +49,7 @@ demo: install
 	    --num-train $(DEMO_NUM_TRAIN) --num-val $(DEMO_NUM_VAL) --seed 0
 	$(DEMO_RUN) tools/train.py --config $(DEMO_CONFIG) --output-dir $(DEMO_DIR)/train \
 	    --resume none --set $(DEMO_SET)
-	$(DEMO_RUN) tools/export.py --checkpoint $(DEMO_DIR)/train/model_final.pth \
+	$(DEMO_RUN) tools/export.py --checkpoint $(DEMO_DIR)/train/checkpoints/model_final.pth \
 	    --output $(DEMO_DIR)/model.pth
 	$(DEMO_RUN) tools/test.py --config $(DEMO_CONFIG) --checkpoint $(DEMO_DIR)/model.pth \
 	    --output-dir $(DEMO_DIR)/test --set $(DEMO_SET)

@@ -19,7 +19,7 @@ from typing import Dict, List, Tuple
 LAYOUT: Tuple[Tuple[str, str, bool], ...] = (
     ("synthetic data (COCO)", "data", True),
     ("training run (config, log, TensorBoard)", "train", True),
-    ("final checkpoint", "train/model_final.pth", True),
+    ("final checkpoint", "train/checkpoints/model_final.pth", True),
     ("exported inference file", "model.pth", True),
     ("evaluation of the exported model", "test/metrics.json", True),
     ("its detections (COCO json)", "test/detections.json", False),
