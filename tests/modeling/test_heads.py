@@ -330,6 +330,19 @@ def test_build_box_head_passes_hidden_init():
         FastRCNNHead(in_channels=C_IN, num_classes=K, hidden_init="xavier")
 
 
+
+def test_rfcn_score_lr_mult_marks_only_the_score_and_box_maps():
+    assert "rfcn_cls" not in _lr_mults(_rfcn())  # official: no multiplier on the maps
+    head = _rfcn(score_lr_mult=9.0, conv_lr_mult=3.0)
+    mults = _lr_mults(head)
+    assert mults["rfcn_cls"] == 9.0 and mults["rfcn_bbox"] == 9.0 and mults["conv_new"] == 3.0
+    built = build_box_head(_cfg(type="rfcn", score_lr_mult=9.0), in_channels=C_IN,
+                           num_classes=K, feature_stride=STRIDE)
+    assert _lr_mults(built)["rfcn_cls"] == 9.0
+    with pytest.raises(ValueError, match=r"score_lr_mult.*positive number.*0"):
+        _rfcn(score_lr_mult=0)
+
+
 # ---------------------------------------------------------------- builder
 
 def _cfg(**kw):
