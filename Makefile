@@ -29,8 +29,9 @@ DEMO_NUM_VAL   ?= 200
 DEMO_MIN_AP50  ?= 60
 # One intra-op thread: on a 2-core machine the data-loader worker (and anything else running)
 # takes the other core, and a 2-thread OpenMP pool that loses a core to another process
-# stalls at every barrier (measured: 3-20x slower iterations). With the machine otherwise
-# idle, `make demo DEMO_THREADS=2` is ~1.3x faster.
+# stalls at every barrier. Measured on the shared dev machine with one other busy process:
+# 0.16 s/iteration with 1 thread, 0.26-0.44 s with 2 (and up to 20x slower under heavier
+# load). On an otherwise idle machine `make demo DEMO_THREADS=2` may be faster (not measured).
 DEMO_THREADS   ?= 1
 DEMO_DATA       = $(DEMO_DIR)/data
 # Train and evaluate on the files written to disk (same images as the in-memory synthetic
