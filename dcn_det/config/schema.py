@@ -81,6 +81,8 @@ class HeadConfig(_Section):
     sample_per_part: int = 4  # bilinear samples per bin side in deformable pooling
     trans_std: float = 0.1  # scale of the predicted pooling offsets
     offset_lr_mult: float = 0.01  # learning-rate multiplier of the offset predictor
+    hidden_init: Literal["official", "kaiming"] = "official"  # hidden layers: N(0, 0.01) or He
+    score_lr_mult: float = 1.0  # R-FCN: learning-rate multiplier of the score and box maps
     fc_dim: int = 1024  # width of the two fc layers (fast_rcnn)
     class_agnostic_bbox: bool = True  # one box regressor for all classes
     batch_size_per_image: int = 128  # RoIs sampled per image for the loss

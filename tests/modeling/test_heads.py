@@ -279,6 +279,70 @@ def test_fast_rcnn_init_is_official():
     assert torch.count_nonzero(head.pool.fc_offset.bias) == 0
 
 
+
+def _he_std(layer):
+    fan_in = layer.weight[0].numel()
+    return (2.0 / fan_in) ** 0.5
+
+
+def test_kaiming_hidden_init_rescales_only_the_hidden_layers():
+    # He-normal hidden layers (fan-in, ReLU gain), zero biases; output layers and the
+    # zero-initialised offset branches keep the official init.
+    torch.manual_seed(0)
+    head = RFCNHead(in_channels=64, num_classes=K, conv_channels=128, hidden_init="kaiming")
+    assert abs(head.conv_new.weight.std().item() / _he_std(head.conv_new) - 1) < 0.05
+    assert torch.count_nonzero(head.conv_new.bias) == 0
+    for conv in (head.rfcn_cls, head.rfcn_bbox):
+        assert abs(conv.weight.std().item() - 0.01) < 0.001
+    assert torch.count_nonzero(head.pool_cls.conv_offset.weight) == 0
+    fast = FastRCNNHead(in_channels=64, num_classes=K, conv_channels=32, fc_dim=256,
+                        hidden_init="kaiming")
+    for layer in (fast.conv_new, fast.fc1, fast.fc2):
+        assert abs(layer.weight.std().item() / _he_std(layer) - 1) < 0.05, layer
+        assert torch.count_nonzero(layer.bias) == 0
+    for layer in (fast.cls_score, fast.bbox_pred):
+        assert abs(layer.weight.std().item() - 0.01) < 0.0015, layer
+    assert torch.count_nonzero(fast.pool.fc_offset.weight) == 0
+
+
+def test_kaiming_hidden_init_keeps_the_activation_scale():
+    # The reason for the option: with the official init a unit-variance feature leaves the
+    # hidden layer ~10x smaller; with He init its second moment stays about the same.
+    torch.manual_seed(0)
+    x = torch.randn(2, 256, 16, 16)
+    scale = {}
+    for init in ("official", "kaiming"):
+        head = RFCNHead(in_channels=256, num_classes=K, conv_channels=256, hidden_init=init)
+        f = torch.relu(head.conv_new(x))
+        scale[init] = f.pow(2).mean().sqrt().item() / x.pow(2).mean().sqrt().item()
+    assert scale["official"] < 0.2
+    assert 0.8 < scale["kaiming"] < 1.25
+
+
+def test_build_box_head_passes_hidden_init():
+    for kind in ("rfcn", "fast_rcnn"):
+        head = build_box_head(_cfg(type=kind, hidden_init="kaiming"), in_channels=C_IN,
+                              num_classes=K, feature_stride=STRIDE)
+        assert head.conv_new.weight.std().item() > 0.1, kind  # He std sqrt(2/8) = 0.5
+    with pytest.raises(ValueError, match=r"hidden_init.*'official', 'kaiming'.*'xavier'"):
+        RFCNHead(in_channels=C_IN, num_classes=K, hidden_init="xavier")
+    with pytest.raises(ValueError, match=r"hidden_init.*'xavier'"):
+        FastRCNNHead(in_channels=C_IN, num_classes=K, hidden_init="xavier")
+
+
+
+def test_rfcn_score_lr_mult_marks_only_the_score_and_box_maps():
+    assert "rfcn_cls" not in _lr_mults(_rfcn())  # official: no multiplier on the maps
+    head = _rfcn(score_lr_mult=9.0, conv_lr_mult=3.0)
+    mults = _lr_mults(head)
+    assert mults["rfcn_cls"] == 9.0 and mults["rfcn_bbox"] == 9.0 and mults["conv_new"] == 3.0
+    built = build_box_head(_cfg(type="rfcn", score_lr_mult=9.0), in_channels=C_IN,
+                           num_classes=K, feature_stride=STRIDE)
+    assert _lr_mults(built)["rfcn_cls"] == 9.0
+    with pytest.raises(ValueError, match=r"score_lr_mult.*positive number.*0"):
+        _rfcn(score_lr_mult=0)
+
+
 # ---------------------------------------------------------------- builder
 
 def _cfg(**kw):

@@ -20,8 +20,8 @@ def build_box_head(cfg_head, in_channels: int, num_classes: int,
         cfg_head: the ``model.head`` section (HeadConfig). Read here: type, conv_channels,
             conv_lr_mult, deformable (rfcn), pooler (fast_rcnn), group_size (rfcn), pooled_size,
             sample_per_part, trans_std, offset_lr_mult, fc_dim (fast_rcnn),
-            class_agnostic_bbox. The learning-rate multipliers are passed as configured, so a
-            config states the official values itself (R-FCN: conv 3.0, offsets 1.0;
+            class_agnostic_bbox, hidden_init, score_lr_mult (rfcn). The learning-rate
+            multipliers are passed as configured, so a config states the official values itself (R-FCN: conv 3.0, offsets 1.0;
             Faster R-CNN: conv 1.0, offset fc 0.01).
         in_channels: channels of the backbone feature the head reads (``cfg_head.in_feature``).
         num_classes: K object classes, background excluded.
@@ -40,9 +40,10 @@ def build_box_head(cfg_head, in_channels: int, num_classes: int,
         pooled_size=cfg_head.pooled_size, sample_per_part=cfg_head.sample_per_part,
         trans_std=cfg_head.trans_std, spatial_scale=1.0 / feature_stride,
         class_agnostic_bbox=cfg_head.class_agnostic_bbox,
-        offset_lr_mult=cfg_head.offset_lr_mult)
+        offset_lr_mult=cfg_head.offset_lr_mult, hidden_init=cfg_head.hidden_init)
     if cfg_head.type == "rfcn":
-        return RFCNHead(deformable=cfg_head.deformable, group_size=cfg_head.group_size, **common)
+        return RFCNHead(deformable=cfg_head.deformable, group_size=cfg_head.group_size,
+                        score_lr_mult=cfg_head.score_lr_mult, **common)
     if cfg_head.type == "fast_rcnn":
         return FastRCNNHead(pooler=cfg_head.pooler, fc_dim=cfg_head.fc_dim, **common)
     raise ValueError(f"model.head.type must be 'rfcn' or 'fast_rcnn', got {cfg_head.type!r}")

@@ -22,7 +22,7 @@ from torch import nn
 
 from dcn_det.ops import DeformPSRoIPool, RoIAlign
 
-from .rfcn_head import check_head_inputs, check_positive
+from .rfcn_head import check_head_inputs, check_hidden_init, check_positive, init_hidden
 
 POOLERS = ("deformable", "psroi_plain", "roi_align")
 
@@ -43,14 +43,18 @@ class FastRCNNHead(nn.Module):
         class_agnostic_bbox: one box per RoI (True) or one per class (False, official).
         offset_lr_mult: learning-rate multiplier of the offset fc (official 0.01).
         conv_lr_mult: learning-rate multiplier of the 1x1 conv (official 1.0).
+        hidden_init: ``"official"`` = N(0, 0.01) for ``conv_new``, ``fc1`` and ``fc2``;
+            ``"kaiming"`` = He-normal for them (for a randomly initialised backbone, see
+            :func:`dcn_det.modeling.heads.rfcn_head.init_hidden`).
     """
 
     def __init__(self, *, in_channels: int, num_classes: int, conv_channels: int = 256,
                  pooler: str = "deformable", pooled_size: int = 7, sample_per_part: int = 4,
                  trans_std: float = 0.1, spatial_scale: float = 1.0 / 16, fc_dim: int = 1024,
                  class_agnostic_bbox: bool = False, offset_lr_mult: float = 0.01,
-                 conv_lr_mult: float = 1.0):
+                 conv_lr_mult: float = 1.0, hidden_init: str = "official"):
         super().__init__()
+        check_hidden_init(hidden_init)
         for name, value in (("in_channels", in_channels), ("num_classes", num_classes),
                             ("conv_channels", conv_channels), ("pooled_size", pooled_size),
                             ("sample_per_part", sample_per_part), ("fc_dim", fc_dim)):
@@ -83,15 +87,16 @@ class FastRCNNHead(nn.Module):
         self.fc2 = nn.Linear(fc_dim, fc_dim)
         self.cls_score = nn.Linear(fc_dim, num_classes + 1)
         self.bbox_pred = nn.Linear(fc_dim, 4 * self.num_boxes)
-        self._init_weights()
+        self._init_weights(hidden_init)
 
-    def _init_weights(self) -> None:
+    def _init_weights(self, hidden_init: str) -> None:
         # Official init_weight_rcnn (resnet_v1_101_rcnn_dcn): N(0, 0.01) weights for every new
         # layer, the box regressor included (detectron's 0.001 is not the official value), and
         # zero biases. The offset fc is zero-initialised by DeformPSRoIPool.
         for layer in (self.conv_new, self.fc1, self.fc2, self.cls_score, self.bbox_pred):
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.zeros_(layer.bias)
+        init_hidden([self.conv_new, self.fc1, self.fc2], hidden_init)
 
     def forward(self, feature: torch.Tensor, rois: torch.Tensor):
         """Scores and box deltas for each RoI.
