@@ -118,6 +118,8 @@ class SyntheticConfig(_Section):
     num_classes: int = 4  # shape classes drawn
     min_objects: int = 1  # fewest objects per image
     max_objects: int = 6  # most objects per image
+    min_object_size: float = 12.0  # px, size of the smallest object (log-uniform sizes)
+    max_object_fraction: float = 0.85  # largest object size / the image's short side
     split: str = "train"  # split name given to the generator ("train", "val", ...)
 
 
@@ -148,8 +150,10 @@ class DataConfig(_Section):
 
 @dataclass(frozen=True)
 class SolverConfig(_Section):
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # SGD with momentum, or AdamW
     base_lr: float = 0.0005  # learning rate after warmup
     momentum: float = 0.9  # SGD momentum
+    betas: Tuple[float, float] = (0.9, 0.999)  # AdamW moment decay rates
     weight_decay: float = 0.0005  # L2 weight decay of weights
     weight_decay_norm: float = 0.0  # weight decay of normalisation parameters
     bias_lr_factor: float = 1.0  # learning-rate multiplier of biases

@@ -61,7 +61,9 @@ def build_dataset(ds_cfg, data_cfg, is_train: bool):
         s = ds_cfg.synthetic
         return SyntheticDataset(s.num_images, seed=s.seed, image_size=tuple(s.image_size),
                                 num_classes=s.num_classes, min_objects=s.min_objects,
-                                max_objects=s.max_objects, split=s.split, transforms=transforms)
+                                max_objects=s.max_objects, split=s.split, transforms=transforms,
+                                min_object_size=s.min_object_size,
+                                max_object_fraction=s.max_object_fraction)
     raise ValueError(f"data.*.type must be one of {DATASET_TYPES}, got {kind!r}")
 
 

@@ -26,7 +26,8 @@ SHAPE_NAMES = ("disc", "square", "triangle", "cross", "ring", "star")
 RING_HOLE = 0.55        # inner / outer radius of a ring
 _POINTS = 64            # vertices per canonical outline, so warps bend the edges smoothly
 _SHIFT = 4              # cv2.fillPoly sub-pixel bits
-MIN_OBJECT_SIZE = 12.0  # px, long side of the smallest object
+MIN_OBJECT_SIZE = 12.0    # px, default size of the smallest object (before aspect/warp)
+MAX_OBJECT_FRACTION = 0.85  # default size of the largest object, as a share of the short side
 
 
 def _densify(poly: np.ndarray, n: int = _POINTS) -> np.ndarray:
@@ -113,8 +114,10 @@ def _strokes(rng: np.random.Generator, img: np.ndarray, count: int, max_thick: i
                         start + float(rng.uniform(40, 200)), colour, thick, cv2.LINE_AA)
 
 
-def _object_params(rng: np.random.Generator, h: int, w: int, prev: Optional[Dict]) -> Dict:
-    size = float(np.exp(rng.uniform(np.log(MIN_OBJECT_SIZE), np.log(0.85 * min(h, w)))))
+def _object_params(rng: np.random.Generator, h: int, w: int, prev: Optional[Dict],
+                   min_size: float, max_fraction: float) -> Dict:
+    # Log-uniform size, so small, medium and large objects are all common.
+    size = float(np.exp(rng.uniform(np.log(min_size), np.log(max_fraction * min(h, w)))))
     aspect = float(np.exp(rng.uniform(np.log(0.45), np.log(2.2))))
     if prev is not None and rng.random() < 0.35:  # place next to the previous object: overlaps
         cx = prev["cx"] + rng.normal(0, 0.6) * prev["half_w"]
@@ -132,7 +135,8 @@ def _object_params(rng: np.random.Generator, h: int, w: int, prev: Optional[Dict
 
 def render_image(rng: np.random.Generator, height: int, width: int, num_classes: int,
                  min_objects: int, max_objects: int, min_visible_fraction: float = 0.25,
-                 return_owner: bool = False) -> Dict:
+                 return_owner: bool = False, min_object_size: float = MIN_OBJECT_SIZE,
+                 max_object_fraction: float = MAX_OBJECT_FRACTION) -> Dict:
     """Draws one synthetic image and its annotations.
 
     Args:
@@ -142,6 +146,9 @@ def render_image(rng: np.random.Generator, height: int, width: int, num_classes:
         min_objects, max_objects: objects drawn (before occluded ones are dropped).
         min_visible_fraction: annotate an object if this share of its pixels is visible.
         return_owner: also return ``"owner"`` and ``"object_index"`` (for tests/visualising).
+        min_object_size: size in px of the smallest object (the geometric mean of its
+            unrotated width and height is drawn log-uniformly between the two bounds).
+        max_object_fraction: size of the largest object as a share of ``min(height, width)``.
 
     Returns:
         ``{"image": np.ndarray (H, W, 3) uint8 RGB, "boxes": (M, 4) float32 XYXY px,
@@ -158,7 +165,7 @@ def render_image(rng: np.random.Generator, height: int, width: int, num_classes:
     labels, full_areas, prev = [], [], None
     for i in range(int(rng.integers(min_objects, max_objects + 1))):
         label = int(rng.integers(num_classes))
-        p = _object_params(rng, h, w, prev)
+        p = _object_params(rng, h, w, prev, min_object_size, max_object_fraction)
         outlines = [_deform(o, p) for o in _SHAPES[SHAPE_NAMES[label]]]
         lo = np.floor(outlines[0].min(0)).astype(int).clip(0, [w - 1, h - 1])
         hi = np.ceil(outlines[0].max(0)).astype(int).clip(0, [w - 1, h - 1]) + 1
@@ -222,12 +229,16 @@ class SyntheticDataset:
         portrait_fraction: probability of swapping ``h`` and ``w`` for an image (mixed
             orientations exercise aspect-ratio grouping).
         min_visible_fraction: an object is annotated if at least this share of it is visible.
+        min_object_size: px, the smallest object drawn (default 12: a hard small-object tail).
+        max_object_fraction: the largest object as a share of the image's short side.
     """
 
     def __init__(self, num_images: int, seed: int = 0, image_size: Sequence[int] = (256, 320),
                  num_classes: int = 4, min_objects: int = 1, max_objects: int = 6,
                  split: str = "train", transforms: Optional[Callable] = None,
-                 portrait_fraction: float = 0.0, min_visible_fraction: float = 0.25):
+                 portrait_fraction: float = 0.0, min_visible_fraction: float = 0.25,
+                 min_object_size: float = MIN_OBJECT_SIZE,
+                 max_object_fraction: float = MAX_OBJECT_FRACTION):
         if not isinstance(num_images, int) or num_images < 0:
             raise ValueError(f"num_images must be an int >= 0, got {num_images!r}")
         if not 1 <= num_classes <= len(SHAPE_NAMES):
@@ -240,6 +251,13 @@ class SyntheticDataset:
                              f"max_objects={max_objects}")
         if not 0.0 <= portrait_fraction <= 1.0:
             raise ValueError(f"portrait_fraction must be in [0, 1], got {portrait_fraction!r}")
+        if not 0.0 < max_object_fraction <= 1.0:
+            raise ValueError(f"max_object_fraction must be in (0, 1], got {max_object_fraction!r}")
+        if not 0.0 < min_object_size < max_object_fraction * min(image_size):
+            raise ValueError(
+                f"need 0 < min_object_size < max_object_fraction * min(image_size); got "
+                f"min_object_size={min_object_size!r}, max_object_fraction="
+                f"{max_object_fraction!r}, image_size={tuple(image_size)!r}")
         self.num_images = num_images
         self.seed = int(seed)
         self.image_size = (int(image_size[0]), int(image_size[1]))
@@ -249,6 +267,8 @@ class SyntheticDataset:
         self.transforms = transforms
         self.portrait_fraction = float(portrait_fraction)
         self.min_visible_fraction = float(min_visible_fraction)
+        self.min_object_size = float(min_object_size)
+        self.max_object_fraction = float(max_object_fraction)
         self.class_names = list(SHAPE_NAMES[:num_classes])
         self._split_code = zlib.crc32(split.encode("utf-8"))
 
@@ -276,7 +296,8 @@ class SyntheticDataset:
         h, w = self.image_hw(idx)
         rng = np.random.default_rng([self.seed, self._split_code, idx])
         return render_image(rng, h, w, self.num_classes, self.min_objects, self.max_objects,
-                            self.min_visible_fraction)
+                            self.min_visible_fraction, min_object_size=self.min_object_size,
+                            max_object_fraction=self.max_object_fraction)
 
     def get_annotations(self, idx: int) -> Dict:
         """Untransformed ground truth of image ``idx`` (target format, plus ``"areas"``)."""

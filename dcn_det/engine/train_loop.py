@@ -121,8 +121,9 @@ def train_loop(*, model: torch.nn.Module, data_iter: Iterator, optimizer: torch.
             iter_time = time.perf_counter() - t0
 
             done = it + 1
+            metric_logger.update(values, data_time, iter_time)
             if log_period and (done % log_period == 0 or done == max_iter) and is_main:
-                metric_logger.log(it, values, lr, data_time, iter_time)
+                metric_logger.log(it, lr)
             if checkpoint_period and done % checkpoint_period == 0 and done < max_iter and is_main:
                 save(f"model_{it:07d}.pth", make_state(done))
             if evaluate is not None and eval_period and done % eval_period == 0 and done < max_iter:

@@ -155,7 +155,8 @@ def train(cfg: Config, resume: str = "auto") -> Dict[str, Any]:
                        checkpoint_period=cfg.solver.checkpoint_period,
                        eval_period=cfg.test.eval_period, device=device, amp=cfg.solver.amp,
                        scaler=scaler, clip_grad_norm=cfg.solver.clip_grad_norm,
-                       metric_logger=MetricLogger(writer, max_iter, start_iter),
+                       metric_logger=MetricLogger(writer, max_iter, start_iter,
+                                                   window=max(cfg.runtime.log_period, 1)),
                        # the test hook fires on the last rank only, so a distributed run
                        # shows that every rank stops when one sees a non-finite loss
                        inject_nan_at_iter=(cfg.runtime.inject_nan_at_iter

@@ -32,3 +32,43 @@ def test_coco_and_voc_layouts(tmp_path):
         assert torch.equal(coco[i][0], ref[i][0])
         assert torch.equal(coco[i][1]["boxes"], ref[i][1]["boxes"])
         assert torch.equal(voc[i][1]["boxes"], ref[i][1]["boxes"])
+
+
+def _write_config(tmp_path, test_min_size=24.0):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        "data:\n"
+        "  train:\n"
+        "    type: synthetic\n"
+        "    synthetic: {num_images: 50, seed: 4, image_size: [64, 96], min_object_size: 20,\n"
+        "                max_objects: 3, split: train}\n"
+        "  test:\n"
+        "    type: synthetic\n"
+        f"    synthetic: {{num_images: 50, seed: 5, image_size: [64, 96], split: val,\n"
+        f"                min_object_size: {test_min_size}}}\n")
+    return str(cfg)
+
+
+def test_config_mode_writes_the_configs_in_memory_sets(tmp_path):
+    cfg = _write_config(tmp_path)
+    out = tmp_path / "c"
+    assert _tool().main(["--output", str(out), "--config", cfg, "--num-train", "3",
+                         "--num-val", "2"]) == 0
+    for split, ref in (("train", SyntheticDataset(3, seed=4, image_size=(64, 96), split="train",
+                                                  min_object_size=20, max_objects=3)),
+                       ("val", SyntheticDataset(2, seed=5, image_size=(64, 96), split="val",
+                                                min_object_size=24))):
+        coco = COCODataset(str(out / "annotations" / f"instances_{split}.json"), str(out / split))
+        assert len(coco) == len(ref)
+        for i in range(len(ref)):
+            assert torch.equal(coco[i][0], ref[i][0])
+            assert torch.equal(coco[i][1]["boxes"], ref[i][1]["boxes"])
+
+
+def test_config_mode_checks_both_splits_before_writing(tmp_path, capsys):
+    cfg = _write_config(tmp_path, test_min_size=500.0)
+    out = tmp_path / "bad"
+    assert _tool().main(["--output", str(out), "--config", cfg]) == 2
+    err = capsys.readouterr().err
+    assert "val split" in err and "cfg.yaml" in err and "min_object_size=500" in err
+    assert not out.exists()
