@@ -39,7 +39,8 @@ def _splits_from_config(args) -> Dict[str, dict]:
                           image_size=tuple(s.image_size), num_classes=s.num_classes,
                           min_objects=s.min_objects, max_objects=s.max_objects, split=s.split,
                           min_object_size=s.min_object_size,
-                          max_object_fraction=s.max_object_fraction)
+                          max_object_fraction=s.max_object_fraction,
+                          distortion=s.distortion, clutter=s.clutter)
     if out["train"]["split"] == out["val"]["split"]:
         raise ConfigError(f"{args.config}: data.train.synthetic.split and data.test.synthetic."
                           f"split are both {out['val']['split']!r}; the written files would "

@@ -120,6 +120,8 @@ class SyntheticConfig(_Section):
     max_objects: int = 6  # most objects per image
     min_object_size: float = 12.0  # px, size of the smallest object (log-uniform sizes)
     max_object_fraction: float = 0.85  # largest object size / the image's short side
+    distortion: float = 1.0  # 0..1 strength of the shear / bend / warp of the shapes
+    clutter: float = 1.0  # 0..1 distractor strokes and share of textured backgrounds
     split: str = "train"  # split name given to the generator ("train", "val", ...)
 
 

@@ -63,7 +63,8 @@ def build_dataset(ds_cfg, data_cfg, is_train: bool):
                                 num_classes=s.num_classes, min_objects=s.min_objects,
                                 max_objects=s.max_objects, split=s.split, transforms=transforms,
                                 min_object_size=s.min_object_size,
-                                max_object_fraction=s.max_object_fraction)
+                                max_object_fraction=s.max_object_fraction,
+                                distortion=s.distortion, clutter=s.clutter)
     raise ValueError(f"data.*.type must be one of {DATASET_TYPES}, got {kind!r}")
 
 

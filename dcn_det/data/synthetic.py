@@ -76,9 +76,16 @@ def _deform(pts: np.ndarray, p: Dict) -> np.ndarray:
     return np.stack([c * x - s * y + p["cx"], s * x + c * y + p["cy"]], 1)
 
 
-def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def _scaled_count(count, clutter: float) -> int:
+    return int(round(int(count) * clutter))
+
+
+def _background(rng: np.random.Generator, h: int, w: int, gradient_only: bool = False
+                ) -> np.ndarray:
     """A float32 ``(h, w, 3)`` background: gradient, stripes or blotchy colour noise."""
     kind = rng.integers(3)
+    if gradient_only:
+        kind = 0
     c0, c1 = rng.uniform(0, 255, 3).astype(np.float32), rng.uniform(0, 255, 3).astype(np.float32)
     if kind == 2:
         gh, gw = int(rng.integers(2, 12)), int(rng.integers(2, 12))
@@ -115,7 +122,7 @@ def _strokes(rng: np.random.Generator, img: np.ndarray, count: int, max_thick: i
 
 
 def _object_params(rng: np.random.Generator, h: int, w: int, prev: Optional[Dict],
-                   min_size: float, max_fraction: float) -> Dict:
+                   min_size: float, max_fraction: float, distortion: float) -> Dict:
     # Log-uniform size, so small, medium and large objects are all common.
     size = float(np.exp(rng.uniform(np.log(min_size), np.log(max_fraction * min(h, w)))))
     aspect = float(np.exp(rng.uniform(np.log(0.45), np.log(2.2))))
@@ -127,16 +134,17 @@ def _object_params(rng: np.random.Generator, h: int, w: int, prev: Optional[Dict
     return {
         "half_w": 0.5 * size * min(1.0, aspect), "half_h": 0.5 * size * min(1.0, 1.0 / aspect),
         "cx": float(np.clip(cx, 0, w)), "cy": float(np.clip(cy, 0, h)),
-        "angle": rng.uniform(0, 2 * np.pi), "shear": rng.uniform(-0.35, 0.35),
-        "warp_amp": rng.uniform(0, 0.12), "warp_freq": rng.uniform(1, 3),
-        "warp_phase": rng.uniform(0, 2 * np.pi), "bend": rng.uniform(-0.25, 0.25),
+        "angle": rng.uniform(0, 2 * np.pi), "shear": distortion * rng.uniform(-0.35, 0.35),
+        "warp_amp": distortion * rng.uniform(0, 0.12), "warp_freq": rng.uniform(1, 3),
+        "warp_phase": rng.uniform(0, 2 * np.pi), "bend": distortion * rng.uniform(-0.25, 0.25),
     }
 
 
 def render_image(rng: np.random.Generator, height: int, width: int, num_classes: int,
                  min_objects: int, max_objects: int, min_visible_fraction: float = 0.25,
                  return_owner: bool = False, min_object_size: float = MIN_OBJECT_SIZE,
-                 max_object_fraction: float = MAX_OBJECT_FRACTION) -> Dict:
+                 max_object_fraction: float = MAX_OBJECT_FRACTION, distortion: float = 1.0,
+                 clutter: float = 1.0) -> Dict:
     """Draws one synthetic image and its annotations.
 
     Args:
@@ -149,6 +157,11 @@ def render_image(rng: np.random.Generator, height: int, width: int, num_classes:
         min_object_size: size in px of the smallest object (the geometric mean of its
             unrotated width and height is drawn log-uniformly between the two bounds).
         max_object_fraction: size of the largest object as a share of ``min(height, width)``.
+        distortion: scales the random shear, bend and warp of every object (0 = only rotation
+            and anisotropic scale, 1 = the full non-rigid deformation).
+        clutter: scales the number of distractor strokes, and with ``clutter < 1`` a share
+            ``1 - clutter`` of the images get a plain gradient background instead of a
+            textured one (0 = no strokes, smooth backgrounds only).
 
     Returns:
         ``{"image": np.ndarray (H, W, 3) uint8 RGB, "boxes": (M, 4) float32 XYXY px,
@@ -158,14 +171,17 @@ def render_image(rng: np.random.Generator, height: int, width: int, num_classes:
         box and ``"full_areas"``: in-image pixels of every drawn object before occlusion.
     """
     h, w = height, width
-    canvas = _background(rng, h, w)
-    _strokes(rng, canvas, int(rng.integers(0, 6)), 4)
+    # With the defaults (distortion = clutter = 1) the draws below are exactly those of the
+    # original generator, so the default images never change.
+    plain = clutter < 1.0 and rng.random() >= clutter
+    canvas = _background(rng, h, w, gradient_only=plain)
+    _strokes(rng, canvas, _scaled_count(rng.integers(0, 6), clutter), 4)
     owner = np.full((h, w), -1, np.int16)
     scratch = np.zeros((h, w), np.uint8)
     labels, full_areas, prev = [], [], None
     for i in range(int(rng.integers(min_objects, max_objects + 1))):
         label = int(rng.integers(num_classes))
-        p = _object_params(rng, h, w, prev, min_object_size, max_object_fraction)
+        p = _object_params(rng, h, w, prev, min_object_size, max_object_fraction, distortion)
         outlines = [_deform(o, p) for o in _SHAPES[SHAPE_NAMES[label]]]
         lo = np.floor(outlines[0].min(0)).astype(int).clip(0, [w - 1, h - 1])
         hi = np.ceil(outlines[0].max(0)).astype(int).clip(0, [w - 1, h - 1]) + 1
@@ -189,7 +205,7 @@ def render_image(rng: np.random.Generator, height: int, width: int, num_classes:
         full_areas.append(int(m.sum()))
         prev = p
     if rng.random() < 0.5:  # thin strokes over the objects: occluders that are not objects
-        _strokes(rng, canvas, int(rng.integers(1, 4)), 1)
+        _strokes(rng, canvas, _scaled_count(rng.integers(1, 4), clutter), 1)
     canvas += rng.integers(-10, 11, (h, w, 1)).astype(np.float32)
     image = canvas.clip(0, 255).astype(np.uint8)
 
@@ -231,6 +247,8 @@ class SyntheticDataset:
         min_visible_fraction: an object is annotated if at least this share of it is visible.
         min_object_size: px, the smallest object drawn (default 12: a hard small-object tail).
         max_object_fraction: the largest object as a share of the image's short side.
+        distortion: 0..1, strength of the non-rigid deformation (see :func:`render_image`).
+        clutter: 0..1, amount of distractor strokes and textured backgrounds.
     """
 
     def __init__(self, num_images: int, seed: int = 0, image_size: Sequence[int] = (256, 320),
@@ -238,7 +256,8 @@ class SyntheticDataset:
                  split: str = "train", transforms: Optional[Callable] = None,
                  portrait_fraction: float = 0.0, min_visible_fraction: float = 0.25,
                  min_object_size: float = MIN_OBJECT_SIZE,
-                 max_object_fraction: float = MAX_OBJECT_FRACTION):
+                 max_object_fraction: float = MAX_OBJECT_FRACTION, distortion: float = 1.0,
+                 clutter: float = 1.0):
         if not isinstance(num_images, int) or num_images < 0:
             raise ValueError(f"num_images must be an int >= 0, got {num_images!r}")
         if not 1 <= num_classes <= len(SHAPE_NAMES):
@@ -258,6 +277,9 @@ class SyntheticDataset:
                 f"need 0 < min_object_size < max_object_fraction * min(image_size); got "
                 f"min_object_size={min_object_size!r}, max_object_fraction="
                 f"{max_object_fraction!r}, image_size={tuple(image_size)!r}")
+        for name, value in (("distortion", distortion), ("clutter", clutter)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
         self.num_images = num_images
         self.seed = int(seed)
         self.image_size = (int(image_size[0]), int(image_size[1]))
@@ -269,6 +291,7 @@ class SyntheticDataset:
         self.min_visible_fraction = float(min_visible_fraction)
         self.min_object_size = float(min_object_size)
         self.max_object_fraction = float(max_object_fraction)
+        self.distortion, self.clutter = float(distortion), float(clutter)
         self.class_names = list(SHAPE_NAMES[:num_classes])
         self._split_code = zlib.crc32(split.encode("utf-8"))
 
@@ -297,7 +320,8 @@ class SyntheticDataset:
         rng = np.random.default_rng([self.seed, self._split_code, idx])
         return render_image(rng, h, w, self.num_classes, self.min_objects, self.max_objects,
                             self.min_visible_fraction, min_object_size=self.min_object_size,
-                            max_object_fraction=self.max_object_fraction)
+                            max_object_fraction=self.max_object_fraction,
+                            distortion=self.distortion, clutter=self.clutter)
 
     def get_annotations(self, idx: int) -> Dict:
         """Untransformed ground truth of image ``idx`` (target format, plus ``"areas"``)."""

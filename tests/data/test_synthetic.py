@@ -147,7 +147,50 @@ def test_object_size_bounds():
     assert big.max() <= 1.3 * 0.6 * 128  # a warped, sheared object overshoots its size a little
 
 
+def _solidity(mask: np.ndarray) -> float:
+    import cv2
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    hull = cv2.convexHull(max(contours, key=cv2.contourArea))
+    return mask.sum() / max(cv2.contourArea(hull), 1.0)
+
+
+def test_distortion_zero_keeps_squares_convex():
+    solidity = {}
+    for distortion in (0.0, 1.0):
+        values = []
+        for i in range(40):
+            s = render_image(np.random.default_rng([11, i]), 160, 160, 2, 1, 1, return_owner=True,
+                             min_object_size=60, max_object_fraction=0.5, distortion=distortion)
+            if len(s["labels"]) and s["labels"][0] == 1:  # a single square
+                mask = s["owner"] == s["object_index"][0]
+                ys, xs = np.nonzero(mask)
+                if xs.min() > 0 and ys.min() > 0 and xs.max() < 159 and ys.max() < 159:
+                    values.append(_solidity(mask))  # not cut by the border
+        solidity[distortion] = np.array(values)
+    assert len(solidity[0.0]) >= 5 and len(solidity[1.0]) >= 5
+    assert solidity[0.0].min() > 0.97  # an undistorted square is a parallelogram
+    assert solidity[1.0].min() < 0.95  # bends and warps make some concave
+
+
+def test_clutter_zero_gives_smooth_backgrounds_without_strokes():
+    def rough_share(clutter):
+        shares = []
+        for i in range(12):
+            s = render_image(np.random.default_rng([12, i]), 96, 128, 4, 1, 2, return_owner=True,
+                             clutter=clutter)
+            img = s["image"].astype(np.int32)
+            bg = (s["owner"][:, 1:] < 0) & (s["owner"][:, :-1] < 0)
+            diff = np.abs(np.diff(img, axis=1)).max(-1)
+            # The per-pixel noise is +-10, so a smooth gradient never steps by more than ~21.
+            shares.append((diff[bg] > 22).mean())
+        return np.array(shares)
+    assert rough_share(0.0).max() == 0.0
+    assert rough_share(1.0).max() > 0.01  # stripes, blocks and strokes
+
+
 @pytest.mark.parametrize("kwargs, match", [
+    (dict(distortion=1.5), "distortion"),
+    (dict(clutter=-0.1), "clutter"),
     (dict(min_object_size=0), "min_object_size"),
     (dict(min_object_size=300), "min_object_size"),
     (dict(max_object_fraction=1.5), "max_object_fraction"),
