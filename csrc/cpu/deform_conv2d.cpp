@@ -83,8 +83,11 @@ inline bool corners(scalar_t y, scalar_t x, int64_t H, int64_t W, int32_t idx[4]
   }
   ly = lx = 0;
   if (!(y > -1 && y < H && x > -1 && x < W)) return false;
-  const int64_t y0 = static_cast<int64_t>(std::floor(y));
-  const int64_t x0 = static_cast<int64_t>(std::floor(x));
+  // floor without libm (std::floor is a call on the baseline x86-64 target, no SSE4.1): truncate
+  // toward zero, then step down for negative non-integers (y, x > -1 here).
+  int64_t y0 = static_cast<int64_t>(y), x0 = static_cast<int64_t>(x);
+  y0 -= static_cast<scalar_t>(y0) > y ? 1 : 0;
+  x0 -= static_cast<scalar_t>(x0) > x ? 1 : 0;
   const int64_t y1 = y0 + 1, x1 = x0 + 1;
   ly = y - y0;
   lx = x - x0;
