@@ -14,7 +14,9 @@ from dcn_det.modeling import build_model
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 # Shrinks the demo configs so a forward pass on a ~64x96 image takes well under a second.
-TINY = ["model.backbone.depth=18", "model.backbone.width_mult=0.125",
+# BatchNorm (the R-FCN demo uses GroupNorm): its integer num_batches_tracked buffers exercise
+# the fp16 export's "halve floating tensors only" path.
+TINY = ["model.backbone.depth=18", "model.backbone.width_mult=0.125", "model.backbone.norm=bn",
         "model.backbone.pretrained=''", "model.rpn.conv_channels=16",
         "model.rpn.pre_nms_topk_test=200", "model.rpn.post_nms_topk_test=50",
         "model.head.conv_channels=32", "model.head.fc_dim=32", "model.num_classes=3",

@@ -24,12 +24,14 @@ def test_log_reports_window_medians(caplog):
     assert ml.median("loss_a") == 2.0 and ml.median("loss_b") == 2.0
     assert ml.median("total_loss") == 5.0
     assert ml.median("iter_time") == pytest.approx(0.3)
+    root = logging.getLogger("dcn_det")
+    propagate = root.propagate  # setup_logging (other tests) turns it off; caplog needs it
     with caplog.at_level(logging.INFO, logger="dcn_det"):
-        logging.getLogger("dcn_det").propagate = True
+        root.propagate = True
         try:
             ml.log(3, lr=0.01)
         finally:
-            logging.getLogger("dcn_det").propagate = False
+            root.propagate = propagate
     line = caplog.records[-1].getMessage()
     assert line.startswith("iter 4/100  total_loss: 5.0000  loss_a: 2.0000  loss_b: 2.0000")
     assert "lr: 0.01" in line and "eta:" in line
