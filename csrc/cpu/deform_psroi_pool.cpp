@@ -119,6 +119,56 @@ inline bool skipped(T h, T w, const Dims& d) {
            h <= static_cast<T>(d.height) - T(0.5));
 }
 
+// One in-range bilinear sample of a bin: the four neighbour offsets in a plane, their weights,
+// the fractional position (dx, dy) and whether the unclamped position lay inside the plane
+// along each axis (the clamp is flat outside: no position derivative along that axis there).
+template <typename T>
+struct Tap {
+  int64_t i00, i10, i01, i11;
+  T w00, w10, w01, w11;
+  T dx, dy;
+  bool w_in, h_in;
+  T apply(const T* plane) const {
+    return w00 * plane[i00] + w10 * plane[i10] + w01 * plane[i01] + w11 * plane[i11];
+  }
+};
+
+// Channels per offset class from which the forward computes a bin's taps once for all of them.
+constexpr int64_t kSharedTapsMinChannels = 2;
+
+// The S*S samples of the bin starting at (hstart, wstart): writes the in-range ones to `taps`
+// and returns their number, or -1 when the start is not finite (a NaN/inf offset).
+template <typename T>
+int64_t bin_taps(const RoiBox<T>& box, T hstart, T wstart, const Dims& d, Tap<T>* taps) {
+  if (!std::isfinite(wstart) || !std::isfinite(hstart)) return -1;
+  const int64_t S = d.samples, H = d.height, W = d.width;
+  int64_t n = 0;
+  for (int64_t ih = 0; ih < S; ++ih) {
+    for (int64_t iw = 0; iw < S; ++iw) {
+      T w = wstart + static_cast<T>(iw) * box.sub_w;
+      T h = hstart + static_cast<T>(ih) * box.sub_h;
+      if (skipped(h, w, d)) continue;
+      Tap<T>& t = taps[n++];
+      t.w_in = w >= T(0) && w <= static_cast<T>(W - 1);
+      t.h_in = h >= T(0) && h <= static_cast<T>(H - 1);
+      w = std::min(std::max(w, T(0)), static_cast<T>(W - 1));
+      h = std::min(std::max(h, T(0)), static_cast<T>(H - 1));
+      const Bilinear<T> s = bilinear(h, w);
+      t.dx = s.dx;
+      t.dy = s.dy;
+      t.i00 = s.y0 * W + s.x0;
+      t.i10 = s.y1 * W + s.x0;
+      t.i01 = s.y0 * W + s.x1;
+      t.i11 = s.y1 * W + s.x1;
+      t.w00 = (1 - s.dx) * (1 - s.dy);
+      t.w10 = (1 - s.dx) * s.dy;
+      t.w01 = s.dx * (1 - s.dy);
+      t.w11 = s.dx * s.dy;
+    }
+  }
+  return n;
+}
+
 Dims check_and_dims(const at::Tensor& input, const at::Tensor& rois,
                     const c10::optional<at::Tensor>& offset, int64_t output_dim,
                     int64_t group_size, int64_t pooled_size, int64_t part_size,
@@ -207,10 +257,48 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& input_, const a
     const T tstd = static_cast<T>(trans_std);
     const int64_t P = d.pooled, S = d.samples, H = d.height, W = d.width;
     const std::vector<RoiBox<T>> boxes = roi_boxes(ro, spatial_scale, d);
-    // RoIs innermost: consecutive tasks read the same input channel, which then stays in cache
-    // (RoI-major order was ~4x slower single-threaded on R-FCN's 3969-channel score maps).
+    if (d.channels_per_class >= kSharedTapsMinChannels) {
+      // Channels of one offset class share every sample position (Faster R-CNN's deformable
+      // RoI pooling: all of them; plain pooling: all of them): compute the taps of a bin once
+      // and gather them from each channel's plane. One task per (RoI, offset class).
+      const int64_t classes = output_dim / d.channels_per_class;
+      at::parallel_for(0, d.num_rois * classes, 1, [&](int64_t begin, int64_t end) {
+        std::vector<Tap<T>> taps(S * S);
+        for (int64_t task = begin; task < end; ++task) {
+          const int64_t r = task / classes, cls = task % classes;
+          const int64_t c0 = cls * d.channels_per_class;
+          const RoiBox<T>& box = boxes[r];
+          for (int64_t ph = 0; ph < P; ++ph) {
+            for (int64_t pw = 0; pw < P; ++pw) {
+              T hstart, wstart;
+              bin_start(box, off, tstd, r, c0, ph, pw, d, &hstart, &wstart);
+              const int64_t n = bin_taps(box, hstart, wstart, d, taps.data());
+              const int64_t gsel = group_index(ph, d) * d.group + group_index(pw, d);
+              for (int64_t c = c0; c < c0 + d.channels_per_class; ++c) {
+                const int64_t i = ((r * output_dim + c) * P + ph) * P + pw;
+                const T* plane = in + (box.batch * d.channels + c * d.group * d.group + gsel) * H * W;
+                if (n < 0) {  // a non-finite offset, as below
+                  out[i] = std::numeric_limits<T>::quiet_NaN();
+                  cnt[i] = T(0);
+                  continue;
+                }
+                T sum = 0;
+                for (int64_t k = 0; k < n; ++k) sum += taps[k].apply(plane);
+                out[i] = n == 0 ? T(0) : sum / static_cast<T>(n);
+                cnt[i] = static_cast<T>(n);
+              }
+            }
+          }
+        }
+      });
+      return;
+    }
+    // One channel per offset class (R-FCN's per-class offsets): RoIs innermost, so consecutive
+    // tasks read the same input channel, which then stays in cache (RoI-major order was ~4x
+    // slower single-threaded on R-FCN's 3969-channel score maps).
     const int64_t total = d.num_rois * output_dim * P * P;
     at::parallel_for(0, total, 64, [&](int64_t begin, int64_t end) {
+      std::vector<Tap<T>> taps(S * S);
       for (int64_t j = begin; j < end; ++j) {
         const int64_t r = j % d.num_rois, bin = j / d.num_rois;
         const int64_t pw = bin % P, ph = (bin / P) % P, c = bin / (P * P);
@@ -220,29 +308,15 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& input_, const a
         bin_start(box, off, tstd, r, c, ph, pw, d, &hstart, &wstart);
         const int64_t ch = (c * d.group + group_index(ph, d)) * d.group + group_index(pw, d);
         const T* plane = in + (box.batch * d.channels + ch) * H * W;
-        if (!std::isfinite(wstart) || !std::isfinite(hstart)) {
+        const int64_t n = bin_taps(box, hstart, wstart, d, taps.data());
+        if (n < 0) {
           // A non-finite offset: propagate it (count 0 keeps the backward out of this bin).
           out[i] = std::numeric_limits<T>::quiet_NaN();
           cnt[i] = T(0);
           continue;
         }
         T sum = 0;
-        int64_t n = 0;
-        for (int64_t ih = 0; ih < S; ++ih) {
-          for (int64_t iw = 0; iw < S; ++iw) {
-            T w = wstart + static_cast<T>(iw) * box.sub_w;
-            T h = hstart + static_cast<T>(ih) * box.sub_h;
-            if (skipped(h, w, d)) continue;
-            w = std::min(std::max(w, T(0)), static_cast<T>(W - 1));
-            h = std::min(std::max(h, T(0)), static_cast<T>(H - 1));
-            const Bilinear<T> s = bilinear(h, w);
-            sum += (1 - s.dx) * (1 - s.dy) * plane[s.y0 * W + s.x0] +
-                   (1 - s.dx) * s.dy * plane[s.y1 * W + s.x0] +
-                   s.dx * (1 - s.dy) * plane[s.y0 * W + s.x1] +
-                   s.dx * s.dy * plane[s.y1 * W + s.x1];
-            ++n;
-          }
-        }
+        for (int64_t k = 0; k < n; ++k) sum += taps[k].apply(plane);
         out[i] = n == 0 ? T(0) : sum / static_cast<T>(n);
         cnt[i] = static_cast<T>(n);
       }
@@ -297,9 +371,32 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(
                                   : at::Tensor();
     T* dp = want_offset ? dpos.data_ptr<T>() : nullptr;
 
+    // With several channels per offset class, every channel of a class samples the same
+    // positions: compute each (RoI, class, bin)'s taps once up front (as the forward does).
+    const bool shared = d.channels_per_class >= kSharedTapsMinChannels;
+    const int64_t classes = output_dim / d.channels_per_class, SS = S * S;
+    std::vector<Tap<T>> shared_taps(shared ? d.num_rois * classes * P * P * SS : 0);
+    std::vector<int64_t> shared_n(shared ? d.num_rois * classes * P * P : 0);
+    if (shared) {
+      at::parallel_for(0, d.num_rois * classes, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t task = begin; task < end; ++task) {
+          const int64_t r = task / classes, cls = task % classes;
+          for (int64_t b = 0; b < P * P; ++b) {
+            const int64_t k = task * P * P + b;
+            T hstart, wstart;
+            bin_start(boxes[r], off, tstd, r, cls * d.channels_per_class, b / P, b % P, d,
+                      &hstart, &wstart);
+            shared_n[k] = bin_taps(boxes[r], hstart, wstart, d, &shared_taps[k * SS]);
+          }
+        }
+      });
+    }
+
     at::parallel_for(0, output_dim * G * G, 1, [&](int64_t begin, int64_t end) {
+      std::vector<Tap<T>> local(SS);
       for (int64_t ch = begin; ch < end; ++ch) {
         const int64_t c = ch / (G * G), gh = (ch / G) % G, gw = ch % G;
+        const int64_t cls = c / d.channels_per_class;
         for (int64_t r = 0; r < d.num_rois; ++r) {
           const RoiBox<T>& box = boxes[r];
           const T* plane = in + (box.batch * d.channels + ch) * H * W;
@@ -309,30 +406,29 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(
               const int64_t o = ((r * output_dim + c) * P + ph) * P + pw;
               if (cnt[o] <= T(0)) continue;
               const T g = go[o] / cnt[o];
-              T hstart, wstart;
-              bin_start(box, off, tstd, r, c, ph, pw, d, &hstart, &wstart);
+              const Tap<T>* taps = local.data();
+              int64_t n;
+              if (shared) {
+                const int64_t k = ((r * classes + cls) * P + ph) * P + pw;
+                taps = &shared_taps[k * SS];
+                n = shared_n[k];
+              } else {
+                T hstart, wstart;
+                bin_start(box, off, tstd, r, c, ph, pw, d, &hstart, &wstart);
+                n = bin_taps(box, hstart, wstart, d, local.data());
+              }
               T dw_sum = 0, dh_sum = 0;
-              for (int64_t ih = 0; ih < S; ++ih) {
-                for (int64_t iw = 0; iw < S; ++iw) {
-                  T w = wstart + static_cast<T>(iw) * box.sub_w;
-                  T h = hstart + static_cast<T>(ih) * box.sub_h;
-                  if (skipped(h, w, d)) continue;
-                  // The clamp is flat outside [0, W-1]: no derivative along that axis there.
-                  const bool w_in = w >= T(0) && w <= static_cast<T>(W - 1);
-                  const bool h_in = h >= T(0) && h <= static_cast<T>(H - 1);
-                  w = std::min(std::max(w, T(0)), static_cast<T>(W - 1));
-                  h = std::min(std::max(h, T(0)), static_cast<T>(H - 1));
-                  const Bilinear<T> s = bilinear(h, w);
-                  gplane[s.y0 * W + s.x0] += g * (1 - s.dx) * (1 - s.dy);
-                  gplane[s.y1 * W + s.x0] += g * (1 - s.dx) * s.dy;
-                  gplane[s.y0 * W + s.x1] += g * s.dx * (1 - s.dy);
-                  gplane[s.y1 * W + s.x1] += g * s.dx * s.dy;
-                  if (dp == nullptr) continue;
-                  const T v00 = plane[s.y0 * W + s.x0], v10 = plane[s.y1 * W + s.x0];
-                  const T v01 = plane[s.y0 * W + s.x1], v11 = plane[s.y1 * W + s.x1];
-                  if (w_in) dw_sum += (1 - s.dy) * (v01 - v00) + s.dy * (v11 - v10);
-                  if (h_in) dh_sum += (1 - s.dx) * (v10 - v00) + s.dx * (v11 - v01);
-                }
+              for (int64_t k = 0; k < n; ++k) {
+                const Tap<T>& t = taps[k];
+                gplane[t.i00] += g * t.w00;
+                gplane[t.i10] += g * t.w10;
+                gplane[t.i01] += g * t.w01;
+                gplane[t.i11] += g * t.w11;
+                if (dp == nullptr) continue;
+                const T v00 = plane[t.i00], v10 = plane[t.i10];
+                const T v01 = plane[t.i01], v11 = plane[t.i11];
+                if (t.w_in) dw_sum += (1 - t.dy) * (v01 - v00) + t.dy * (v11 - v10);
+                if (t.h_in) dh_sum += (1 - t.dx) * (v10 - v00) + t.dx * (v11 - v01);
               }
               if (dp != nullptr) {
                 dp[2 * o] = g * dw_sum;
