@@ -169,6 +169,21 @@ int64_t bin_taps(const RoiBox<T>& box, T hstart, T wstart, const Dims& d, Tap<T>
   return n;
 }
 
+// Writes one output element and its count: the mean of the n taps read from `plane`. n < 0 (a
+// non-finite offset) propagates NaN with count 0, which keeps the backward out of the bin.
+template <typename T>
+inline void pool_bin(const Tap<T>* taps, int64_t n, const T* plane, T* out, T* cnt) {
+  if (n < 0) {
+    *out = std::numeric_limits<T>::quiet_NaN();
+    *cnt = T(0);
+    return;
+  }
+  T sum = 0;
+  for (int64_t k = 0; k < n; ++k) sum += taps[k].apply(plane);
+  *out = n == 0 ? T(0) : sum / static_cast<T>(n);
+  *cnt = static_cast<T>(n);
+}
+
 Dims check_and_dims(const at::Tensor& input, const at::Tensor& rois,
                     const c10::optional<at::Tensor>& offset, int64_t output_dim,
                     int64_t group_size, int64_t pooled_size, int64_t part_size,
@@ -276,16 +291,9 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& input_, const a
               const int64_t gsel = group_index(ph, d) * d.group + group_index(pw, d);
               for (int64_t c = c0; c < c0 + d.channels_per_class; ++c) {
                 const int64_t i = ((r * output_dim + c) * P + ph) * P + pw;
-                const T* plane = in + (box.batch * d.channels + c * d.group * d.group + gsel) * H * W;
-                if (n < 0) {  // a non-finite offset, as below
-                  out[i] = std::numeric_limits<T>::quiet_NaN();
-                  cnt[i] = T(0);
-                  continue;
-                }
-                T sum = 0;
-                for (int64_t k = 0; k < n; ++k) sum += taps[k].apply(plane);
-                out[i] = n == 0 ? T(0) : sum / static_cast<T>(n);
-                cnt[i] = static_cast<T>(n);
+                const int64_t ch = c * d.group * d.group + gsel;
+                pool_bin(taps.data(), n, in + (box.batch * d.channels + ch) * H * W, out + i,
+                         cnt + i);
               }
             }
           }
@@ -308,17 +316,8 @@ std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& input_, const a
         bin_start(box, off, tstd, r, c, ph, pw, d, &hstart, &wstart);
         const int64_t ch = (c * d.group + group_index(ph, d)) * d.group + group_index(pw, d);
         const T* plane = in + (box.batch * d.channels + ch) * H * W;
-        const int64_t n = bin_taps(box, hstart, wstart, d, taps.data());
-        if (n < 0) {
-          // A non-finite offset: propagate it (count 0 keeps the backward out of this bin).
-          out[i] = std::numeric_limits<T>::quiet_NaN();
-          cnt[i] = T(0);
-          continue;
-        }
-        T sum = 0;
-        for (int64_t k = 0; k < n; ++k) sum += taps[k].apply(plane);
-        out[i] = n == 0 ? T(0) : sum / static_cast<T>(n);
-        cnt[i] = static_cast<T>(n);
+        pool_bin(taps.data(), bin_taps(box, hstart, wstart, d, taps.data()), plane, out + i,
+                 cnt + i);
       }
     });
   });
