@@ -27,6 +27,7 @@ from dcn_det.tools_common import run_main  # noqa: E402
 def _splits_from_config(args) -> Dict[str, dict]:
     """``{"train": kwargs, "val": kwargs}`` for SyntheticDataset from the config's data sets."""
     from dcn_det.config import ConfigError, load_config
+    from dcn_det.data.build import synthetic_kwargs
     cfg = load_config(args.config, args.set)
     out = {}
     for split, key, count in (("train", "train", args.num_train), ("val", "test", args.num_val)):
@@ -34,13 +35,9 @@ def _splits_from_config(args) -> Dict[str, dict]:
         if ds_cfg.type != "synthetic":
             raise ConfigError(f"{args.config}: data.{key}.type is {ds_cfg.type!r}; --config needs "
                               "the in-memory 'synthetic' type to know what to write")
-        s = ds_cfg.synthetic
-        out[split] = dict(num_images=s.num_images if count is None else count, seed=s.seed,
-                          image_size=tuple(s.image_size), num_classes=s.num_classes,
-                          min_objects=s.min_objects, max_objects=s.max_objects, split=s.split,
-                          min_object_size=s.min_object_size,
-                          max_object_fraction=s.max_object_fraction,
-                          distortion=s.distortion, clutter=s.clutter)
+        out[split] = synthetic_kwargs(ds_cfg.synthetic)
+        if count is not None:
+            out[split]["num_images"] = count
     if out["train"]["split"] == out["val"]["split"]:
         raise ConfigError(f"{args.config}: data.train.synthetic.split and data.test.synthetic."
                           f"split are both {out['val']['split']!r}; the written files would "

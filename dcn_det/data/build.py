@@ -23,6 +23,17 @@ from .voc import VOCDataset
 DATASET_TYPES = ("coco", "voc", "synthetic")
 
 
+def synthetic_kwargs(synthetic_cfg) -> dict:
+    """``SyntheticDataset`` keyword arguments (all but ``transforms``) of a ``data.*.synthetic``
+    config section; also used by ``tools/make_synthetic.py --config`` to write the same images."""
+    s = synthetic_cfg
+    return dict(num_images=s.num_images, seed=s.seed, image_size=tuple(s.image_size),
+                num_classes=s.num_classes, min_objects=s.min_objects, max_objects=s.max_objects,
+                split=s.split, min_object_size=s.min_object_size,
+                max_object_fraction=s.max_object_fraction, distortion=s.distortion,
+                clutter=s.clutter)
+
+
 def build_dataset(ds_cfg, data_cfg, is_train: bool):
     """Builds one dataset with the training or test transforms.
 
@@ -58,13 +69,7 @@ def build_dataset(ds_cfg, data_cfg, is_train: bool):
             raise ValueError(f"data.*.root must be '' for type 'synthetic' (generated in memory), "
                              f"got {ds_cfg.root!r}; read written synthetic data with type 'coco' "
                              "or 'voc'")
-        s = ds_cfg.synthetic
-        return SyntheticDataset(s.num_images, seed=s.seed, image_size=tuple(s.image_size),
-                                num_classes=s.num_classes, min_objects=s.min_objects,
-                                max_objects=s.max_objects, split=s.split, transforms=transforms,
-                                min_object_size=s.min_object_size,
-                                max_object_fraction=s.max_object_fraction,
-                                distortion=s.distortion, clutter=s.clutter)
+        return SyntheticDataset(**synthetic_kwargs(ds_cfg.synthetic), transforms=transforms)
     raise ValueError(f"data.*.type must be one of {DATASET_TYPES}, got {kind!r}")
 
 
