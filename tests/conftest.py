@@ -26,3 +26,9 @@ def tv_ops():
 def _seed():
     """Every test starts from the same RNG state, so failures reproduce."""
     torch.manual_seed(0)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: subprocess, multi-process, training or export tests (deselect with "
+                   "-m 'not slow' for a fast inner loop)")

@@ -38,7 +38,7 @@ class BackboneConfig(_Section):
     norm: Literal["frozen_bn", "bn", "gn", "syncbn"] = "frozen_bn"  # normalisation layer
     gn_groups: int = 32  # number of groups when norm is "gn"
     freeze_at: int = 2  # 0 = nothing frozen, 1 = stem, 2 = stem+res2, ... 5 = everything
-    res5_dilation: Literal[1, 2] = 2  # 2 = res5 with stride 1 and dilation 2 (output stride 16)
+    res5_dilation: Literal[1, 2, 4] = 2  # >1 = res5 at stride 1 with this dilation (output stride 16)
     deform_stages: Tuple[DeformStage, ...] = ()  # stages whose 3x3 convs are deformable
     deform_modulated: bool = False  # DCNv2 (offsets + mask) instead of DCNv1 (offsets only)
     deform_offset_groups: int = 4  # offset groups of each deformable conv

@@ -35,7 +35,7 @@ def randomize_norms(model):
 # ---------------------------------------------------------------- output shapes and strides
 
 @pytest.mark.parametrize("depth", [18, 34, 50, 101])
-@pytest.mark.parametrize("dilation", [1, 2])
+@pytest.mark.parametrize("dilation", [1, 2, 4])
 def test_output_shapes_and_strides(depth, dilation):
     model = ResNet(depth=depth, res5_dilation=dilation, freeze_at=0,
                    out_features=["stem", "res2", "res3", "res4", "res5"], **TINY).eval()
@@ -107,10 +107,11 @@ def test_stride_in_1x1_places_the_stride(stride_in_1x1):
     assert all(b.conv1.stride == (1, 1) and b.conv2.stride == (1, 1) for b in model.layer2[1:])
 
 
-def test_res5_dilation_settings():
-    model = ResNet(depth=50, res5_dilation=2, freeze_at=0, **TINY)
+@pytest.mark.parametrize("dilation", [2, 4])
+def test_res5_dilation_settings(dilation):
+    model = ResNet(depth=50, res5_dilation=dilation, freeze_at=0, **TINY)
     for block in model.layer4:
-        assert block.conv2.dilation == (2, 2) and block.conv2.padding == (2, 2)
+        assert block.conv2.dilation == (dilation,) * 2 and block.conv2.padding == (dilation,) * 2
         assert block.conv1.stride == (1, 1) and block.conv2.stride == (1, 1)
     assert model.layer4[0].downsample[0].stride == (1, 1)
     assert model.layer3[0].conv2.dilation == (1, 1)
@@ -217,7 +218,7 @@ def test_each_norm_builds_trains_and_evaluates(norm):
     (dict(depth=42), r"depth must be one of \[18, 34, 50, 101\], got 42"),
     (dict(norm="batchnorm"), r"norm must be one of .*'batchnorm'"),
     (dict(freeze_at=6), r"freeze_at must be an int in 0\.\.5, got 6"),
-    (dict(res5_dilation=4), r"res5_dilation must be 1 or 2, got 4"),
+    (dict(res5_dilation=3), r"res5_dilation must be 1, 2 or 4, got 3"),
     (dict(deform_stages=["res2"]), r"deform_stages .*\['res2'\]"),
     (dict(deform_stages="res5"), r"deform_stages .*'res5'"),
     (dict(out_features=["res6"]), r"out_features .*\['res6'\]"),

@@ -2,7 +2,7 @@
 
 Stage names: ``stem`` (conv1 7x7/2 + norm + relu + maxpool 3x3/2, stride 4), ``res2`` ..
 ``res5`` = torchvision's ``layer1`` .. ``layer4`` (strides 4, 8, 16, 32; res5 is 16 with
-``res5_dilation=2``). The max-pool pads by 1 like torchvision (Caffe's unpadded ceil-mode pool
+``res5_dilation`` 2 or 4). The max-pool pads by 1 like torchvision (Caffe's unpadded ceil-mode pool
 gives the same size for even inputs).
 """
 from typing import Dict, List, Sequence, Tuple
@@ -48,8 +48,9 @@ class ResNet(nn.Module):
             5 = everything. Frozen parameters get ``requires_grad=False``; in frozen stages
             BatchNorm (``bn``/``syncbn``) is built as FrozenBatchNorm2d, so its statistics
             cannot drift either; GroupNorm stays GroupNorm with frozen affine parameters.
-        res5_dilation: 1, or 2 for res5 with stride 1 and dilation/padding 2 on all its 3x3
-            convs (output stride 16, as in the Deformable ConvNets models).
+        res5_dilation: 1, or 2 / 4 for res5 with stride 1 and that dilation (and padding) on
+            all its 3x3 convs: output stride 16. 2 is the Deformable ConvNets models' res5;
+            4 is the paper's atrous alternative to deformable conv (its Table 3).
         deform_stages: subset of ``("res3", "res4", "res5")``; every block of these stages
             gets a deformable ``conv2`` (see ``blocks.py`` for which conv that is).
         deform_modulated: ModulatedDeformConv2d (DCNv2) instead of DeformConv2d (DCNv1).
@@ -107,7 +108,7 @@ class ResNet(nn.Module):
             name = STAGE_NAMES[i]
             width = scaled_width(_STAGE_WIDTHS[i - 1], width_mult)
             out_channels = width * block.expansion
-            dilated = name == "res5" and res5_dilation == 2
+            dilated = name == "res5" and res5_dilation > 1
             first_stride = 1 if i == 1 or dilated else 2
             layer = self._make_stage(
                 block, counts[i - 1], in_channels=in_channels, bottleneck_channels=width,
@@ -135,8 +136,8 @@ class ResNet(nn.Module):
             raise ValueError(f"norm must be one of {list(NORM_NAMES)}, got {norm!r}")
         if not isinstance(freeze_at, int) or not 0 <= freeze_at <= 5:
             raise ValueError(f"freeze_at must be an int in 0..5, got {freeze_at!r}")
-        if res5_dilation not in (1, 2):
-            raise ValueError(f"res5_dilation must be 1 or 2, got {res5_dilation!r}")
+        if res5_dilation not in (1, 2, 4):
+            raise ValueError(f"res5_dilation must be 1, 2 or 4, got {res5_dilation!r}")
         bad = [s for s in deform_stages if s not in DEFORMABLE_STAGES]
         if isinstance(deform_stages, str) or bad:
             raise ValueError(f"deform_stages must be a list drawn from "
