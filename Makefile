@@ -18,11 +18,12 @@ build:
 test: install
 	$(PYTHON) -m pytest -q tests
 
-# The demo (README, issue 5): the config's synthetic shapes written to disk as COCO -> train
-# the R-FCN-DCN demo config on them with 2 CPU processes (torchrun, DDP over gloo) -> export an
+# The demo (README): the config's synthetic shapes written to disk as COCO -> train the
+# R-FCN-DCN demo config on them with 2 CPU processes (torchrun, DDP over gloo) -> export an
 # inference file -> evaluate that file with tools/test.py -> draw the detections of a few val
-# images. Everything goes to DEMO_DIR (deleted first, so a rerun starts over); the last step
-# prints where it all is and fails if AP50 < DEMO_MIN_AP50.
+# images, their deformable sampling points and pooling bins -> print the effective-dilation
+# table of the model. Everything goes to DEMO_DIR (deleted first, so a rerun starts over); the
+# last step prints where it all is and fails if AP50 < DEMO_MIN_AP50.
 DEMO_DIR       ?= out/demo
 DEMO_CONFIG    ?= configs/demo/rfcn_dcn_synthetic.yaml
 DEMO_MIN_AP50  ?= 60
@@ -57,6 +58,10 @@ demo: install
 	cp $$(ls $(DEMO_DATA)/val/*.png | head -n 4) $(DEMO_DIR)/samples/
 	$(DEMO_RUN) tools/infer.py --model $(DEMO_DIR)/model.pth --input $(DEMO_DIR)/samples \
 	    --output-dir $(DEMO_DIR)/vis --score-thresh 0.5
+	$(DEMO_RUN) tools/visualize_offsets.py --model $(DEMO_DIR)/model.pth \
+	    --input $(DEMO_DIR)/samples --output-dir $(DEMO_DIR)/offsets
+	$(DEMO_RUN) tools/analyze_offsets.py --config $(DEMO_CONFIG) --checkpoint $(DEMO_DIR)/model.pth \
+	    --output-dir $(DEMO_DIR)/offsets --max-images 100 --set $(DEMO_SET)
 	$(PYTHON) tools/demo_summary.py --demo-dir $(DEMO_DIR) --min-ap50 $(DEMO_MIN_AP50) \
 	    --started-at $$(cat $(DEMO_DIR)/started_at)
 

@@ -15,8 +15,10 @@ _spec.loader.exec_module(demo_summary)
 
 def _demo_dir(tmp_path, ap50=72.5, pngs=("000001.png", "000002.png")):
     """A folder laid out as `make demo` leaves it, with a given AP50."""
-    for sub in ("data/train", "train/checkpoints", "test", "vis"):
+    for sub in ("data/train", "train/checkpoints", "test", "vis", "offsets"):
         (tmp_path / sub).mkdir(parents=True)
+    (tmp_path / "offsets" / "000001_points.png").write_bytes(b"x")
+    (tmp_path / "offsets" / "effective_dilation.json").write_text("{}")
     (tmp_path / "train" / "checkpoints" / "model_final.pth").write_bytes(b"x")
     (tmp_path / "model.pth").write_bytes(b"x")
     bbox = {"AP": 41.0, "AP50": ap50, "AP75": 40.0, "APs": 10.0, "APm": 30.0, "APl": 50.0}
@@ -32,7 +34,8 @@ def test_summary_lists_every_output_and_the_ap(tmp_path, capsys):
                               "--started-at", str(time.time() - 90)]) == 0
     out = capsys.readouterr().out
     for rel in ("data", "train/checkpoints/model_final.pth", "model.pth", "test/metrics.json",
-                "vis/000001.png", "vis/000002.png"):
+                "vis/000001.png", "vis/000002.png", "offsets/000001_points.png",
+                "offsets/effective_dilation.json"):
         assert os.path.join(str(d), rel) in out
     assert "AP50 72.5" in out and "AP 41.0" in out and ">= 60: OK" in out
     assert "MISSING" not in out
@@ -48,14 +51,16 @@ def test_low_ap50_fails_the_demo(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("missing",
-                         ["model.pth", "train/checkpoints/model_final.pth", "vis/000001.png"])
+                         ["model.pth", "train/checkpoints/model_final.pth", "vis/000001.png",
+                          "offsets/000001_points.png", "offsets/effective_dilation.json"])
 def test_missing_outputs_fail_the_demo_and_are_named(tmp_path, capsys, missing):
     d = _demo_dir(tmp_path, pngs=("000001.png",))
     os.remove(d / missing)
     assert demo_summary.main(["--demo-dir", str(d)]) == 1
     out = capsys.readouterr().out
-    if missing.startswith("vis"):
-        assert f"no PNG files in {d / 'vis'}" in out
+    if missing.endswith(".png"):
+        folder = os.path.dirname(missing)
+        assert f"no PNG files in {d / folder}" in out
     else:
         assert f"MISSING: {d / missing}" in out
 

@@ -4,7 +4,7 @@
     python tools/demo_summary.py --demo-dir out/demo [--min-ap50 60] [--started-at EPOCH_S]
 
 Reads DIR/test/metrics.json (the COCO evaluation of the exported model) and lists the data,
-training run, exported model and drawn images under DIR. Exits 1 when a required file is
+training run, exported model, drawn images and offset analysis under DIR. Exits 1 when a required file is
 missing or when AP50 is below --min-ap50 (the demo's promise), so `make demo` fails loudly.
 """
 import argparse
@@ -24,7 +24,11 @@ LAYOUT: Tuple[Tuple[str, str, bool], ...] = (
     ("evaluation of the exported model", "test/metrics.json", True),
     ("its detections (COCO json)", "test/detections.json", False),
     ("drawn detections (PNG)", "vis", True),
+    ("sampling points and pooling bins (PNG)", "offsets", True),
+    ("effective dilation by object size", "offsets/effective_dilation.json", True),
 )
+# Folders whose PNG files are listed one by one (and must not be empty).
+PNG_FOLDERS = ("vis", "offsets")
 
 
 def read_metrics(path: str) -> Dict[str, float]:
@@ -56,13 +60,14 @@ def summarize(demo_dir: str, min_ap50: float, started_at: float = 0.0) -> Tuple[
         elif required:
             lines.append(f"  {label:<42} MISSING: {path}")
             ok = False
-    vis = os.path.join(demo_dir, "vis")
-    if os.path.isdir(vis):
-        pngs = sorted(n for n in os.listdir(vis) if n.endswith(".png"))
-        lines += [f"      {os.path.join(vis, n)}" for n in pngs]
-        if not pngs:
-            lines.append(f"  no PNG files in {vis}")
-            ok = False
+    for folder in PNG_FOLDERS:
+        folder = os.path.join(demo_dir, folder)
+        if os.path.isdir(folder):
+            pngs = sorted(n for n in os.listdir(folder) if n.endswith(".png"))
+            lines += [f"      {os.path.join(folder, n)}" for n in pngs]
+            if not pngs:
+                lines.append(f"  no PNG files in {folder}")
+                ok = False
     metrics_path = os.path.join(demo_dir, "test", "metrics.json")
     if os.path.isfile(metrics_path):
         bbox = read_metrics(metrics_path)
