@@ -18,8 +18,8 @@ from torch import nn
 
 from dcn_det.config import Config
 from dcn_det.data.transforms import ResizeShortestEdge, decode_image, image_to_tensor
-from dcn_det.engine.checkpoint import CheckpointError
-from dcn_det.export import read_model_file
+from dcn_det.io.checkpoint import CheckpointError
+from dcn_det.io.model_file import build_inference_model, read_model_file
 
 ImageInput = Union[str, os.PathLike, np.ndarray]
 
@@ -31,24 +31,6 @@ def _check_array(image: Any) -> np.ndarray:
                else type(image).__name__)
         raise ValueError(f"image must be a file path or an (H, W, 3) uint8 RGB array, got {got}")
     return image
-
-
-def build_inference_model(cfg: Config, state_dict: Dict[str, torch.Tensor],
-                          device: Union[str, torch.device] = "cpu") -> nn.Module:
-    """Builds ``build_model(cfg.model)``, loads the weights strictly, returns it in eval mode.
-
-    float16 weights (an fp16 inference file) are converted to the model's float32 by
-    ``load_state_dict``.
-
-    Raises:
-        RuntimeError: the weights do not match the architecture the config describes
-            (missing/unexpected keys or wrong shapes, as listed by ``load_state_dict``).
-    """
-    from dcn_det.modeling import build_model
-
-    model = build_model(cfg.model)
-    model.load_state_dict(state_dict, strict=True)
-    return model.to(device).eval()
 
 
 class Predictor:

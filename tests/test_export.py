@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from dcn_det.config import Config, config_from_dict, load_config
-from dcn_det.engine.checkpoint import CheckpointError
-from dcn_det.export import (FORMAT, VERSION, export_inference_file, export_onnx, export_program,
-                            load_inference_file, read_model_file)
+from dcn_det.io.checkpoint import CheckpointError
+from dcn_det.export import export_onnx, export_program
+from dcn_det.io.model_file import (FORMAT, VERSION, export_inference_file, load_inference_file,
+                                   read_model_file)
 from dcn_det.modeling import build_model
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -87,7 +88,9 @@ def real_tiny_model(arch: str = "rfcn"):
 
 
 def real_checkpoint(model, cfg) -> dict:
-    return {"model": model.state_dict(), "config": cfg.to_dict(), "iteration": 5}
+    """A checkpoint as tools/train.py writes it (with the training set's class names)."""
+    return {"model": model.state_dict(), "config": cfg.to_dict(), "iteration": 5,
+            "class_names": ["disc", "square", "triangle"][:cfg.model.num_classes]}
 
 
 def tiny_config() -> Config:
@@ -158,15 +161,18 @@ def test_class_names_sources(tmp_path, model):
                               class_names=["a", "b"])
 
 
-def test_class_names_default_to_the_test_dataset(tmp_path, model, caplog):
+def test_missing_class_names_never_build_a_dataset(tmp_path, model, caplog, monkeypatch):
+    import dcn_det.data.build
+    monkeypatch.setattr(dcn_det.data.build, "build_dataset",
+                        lambda *a, **k: pytest.fail("reading a model file built a dataset"))
     ckpt = training_checkpoint(model)
-    ckpt["config"]["data"]["test"]["synthetic"]["num_classes"] = NUM_CLASSES
-    path = export_inference_file(ckpt, str(tmp_path / "a.pth"))
-    assert load_inference_file(path)["class_names"] == ["disc", "square", "triangle"]
     ckpt["config"]["data"]["test"] = {"type": "coco", "ann_file": str(tmp_path / "none.json")}
-    path = export_inference_file(ckpt, str(tmp_path / "b.pth"))
+    path = export_inference_file(ckpt, str(tmp_path / "a.pth"))
     assert load_inference_file(path)["class_names"] == ["class_0", "class_1", "class_2"]
-    assert "none.json" in caplog.text and "class_0..class_2" in caplog.text
+    assert "stores no class names; using class_0..class_2" in caplog.text
+    ckpt_path = str(tmp_path / "ckpt.pth")
+    torch.save(ckpt, ckpt_path)
+    assert read_model_file(ckpt_path)[2] == ["class_0", "class_1", "class_2"]
 
 
 def test_bad_checkpoints_are_named(tmp_path, model):

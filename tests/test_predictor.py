@@ -12,8 +12,8 @@ import torch
 from dcn_det.data.transforms import decode_image, resized_shape
 from dcn_det.predictor import Predictor
 from dcn_det.visualization import class_color, draw_detections, save_png
-from dcn_det.engine.checkpoint import CheckpointError
-from dcn_det.export import FORMAT, export_inference_file, load_inference_file
+from dcn_det.io.checkpoint import CheckpointError
+from dcn_det.io.model_file import FORMAT, export_inference_file, load_inference_file
 from tests.test_export import NAMES, TinyDetector, real_checkpoint, real_tiny_model, tiny_config
 
 
@@ -169,7 +169,7 @@ def test_predictor_from_file_equals_direct_call(real):
     want = direct["boxes"] * torch.tensor([90 / nw, 150 / nh, 90 / nw, 150 / nh])
     for path in (fp32, ckpt):  # an inference file and a training checkpoint
         pred = Predictor(path, score_thresh=0.0)
-        assert pred.class_names == ["disc", "square", "triangle"]  # from the test dataset
+        assert pred.class_names == ["disc", "square", "triangle"]  # stored in the checkpoint
         got = pred(image)
         order = torch.argsort(direct["scores"], descending=True, stable=True)
         torch.testing.assert_close(got["boxes"], want[order])

@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dcn_det.tools_common import run_main  # noqa: E402
+from dcn_det.cli import run_main  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from dcn_det.ablation import plan_runs, read_overrides_file, run_all, write_report
-    from dcn_det.engine.logging import setup_logging
+    from dcn_det.log import setup_logging
     os.makedirs(args.output_dir, exist_ok=True)
     setup_logging(os.path.join(args.output_dir, "ablate_log.txt"))
     variants = read_overrides_file(args.variants, "variant")

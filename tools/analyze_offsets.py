@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dcn_det.tools_common import add_config_args, config_from_args, run_main  # noqa: E402
+from dcn_det.cli import add_config_args, config_from_args, run_main  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -43,9 +43,9 @@ def main(argv=None) -> int:
                                   plot_dilation_table, write_dilation_json)
     from dcn_det.analysis.buckets import check_area_thresholds
     from dcn_det.data.build import build_test_loader
-    from dcn_det.engine.trainer import select_device
-    from dcn_det.export import read_model_file
-    from dcn_det.predictor import build_inference_model
+    from dcn_det.distributed import select_device
+    from dcn_det.io.model_file import read_model_file
+    from dcn_det.io.model_file import build_inference_model
 
     try:
         thresholds = check_area_thresholds(args.area_thresholds)

@@ -15,11 +15,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from dcn_det.export import (export_inference_file, export_onnx, export_program,  # noqa: E402
-                            read_model_file)
+from dcn_det.export import export_onnx, export_program  # noqa: E402
+from dcn_det.io.model_file import export_inference_file, read_model_file  # noqa: E402
 from dcn_det.data.transforms import resized_shape  # noqa: E402
-from dcn_det.predictor import build_inference_model  # noqa: E402
-from dcn_det.tools_common import run_main  # noqa: E402
+from dcn_det.io.model_file import build_inference_model  # noqa: E402
+from dcn_det.cli import run_main  # noqa: E402
 
 
 def _read_names(path: str):

@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dcn_det.data.transforms import decode_image  # noqa: E402
 from dcn_det.predictor import Predictor  # noqa: E402
-from dcn_det.tools_common import run_main  # noqa: E402
+from dcn_det.cli import run_main  # noqa: E402
 from dcn_det.visualization import draw_detections, save_png  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")

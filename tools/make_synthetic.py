@@ -21,7 +21,7 @@ from typing import Dict
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dcn_det.data.synthetic import SyntheticDataset, write_coco, write_voc  # noqa: E402
-from dcn_det.tools_common import run_main  # noqa: E402
+from dcn_det.cli import run_main  # noqa: E402
 
 
 def _splits_from_config(args) -> Dict[str, dict]:

@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dcn_det.tools_common import add_config_args, config_from_args, run_main  # noqa: E402
+from dcn_det.cli import add_config_args, config_from_args, run_main  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", required=True, help="training checkpoint or inference file")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    from dcn_det.engine.trainer import evaluate_checkpoint
+    from dcn_det.evaluation.evaluate import evaluate_checkpoint
     evaluate_checkpoint(cfg, args.checkpoint)
     return 0
 

@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dcn_det.tools_common import add_config_args, config_from_args, run_main  # noqa: E402
+from dcn_det.cli import add_config_args, config_from_args, run_main  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     from dcn_det.engine.trainer import train
-    from dcn_det.engine.logging import logger
+    from dcn_det.log import logger
     metrics = train(cfg, resume=args.resume)
     if metrics:
         logger.info("final metrics written to %s", os.path.join(cfg.runtime.output_dir,

@@ -28,7 +28,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dcn_det.tools_common import run_main  # noqa: E402
+from dcn_det.cli import run_main  # noqa: E402
 
 
 def main(argv=None) -> int:

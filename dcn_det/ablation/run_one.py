@@ -28,7 +28,8 @@ def is_finished(spec: RunSpec) -> bool:
 def execute(spec: RunSpec) -> None:
     """Trains the run (``resume="auto"``) and evaluates its final model on every test set."""
     from dcn_det.config import load_config
-    from dcn_det.engine.trainer import evaluate_checkpoint, train
+    from dcn_det.engine.trainer import train
+    from dcn_det.evaluation.evaluate import evaluate_checkpoint
 
     if not os.path.isfile(metrics_path(spec, DEFAULT_TEST)):
         # train() resumes from the newest valid checkpoint, and after a crash during the
@@ -56,5 +57,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from dcn_det.tools_common import run_main
+    from dcn_det.cli import run_main
     sys.exit(run_main(main))

@@ -10,7 +10,7 @@ from typing import Callable, Dict, Iterator, Optional
 
 import torch
 
-from dcn_det.engine import distributed as du
+from dcn_det import distributed as du
 from dcn_det.engine.logging import MetricLogger, logger
 
 

@@ -1,7 +1,6 @@
 """Builds everything a run needs from the config and calls the training loop.
 
-``tools/train.py`` is a thin wrapper around :func:`train`; ``tools/test.py`` around
-:func:`evaluate_checkpoint`.
+``tools/train.py`` is a thin wrapper around :func:`train`.
 """
 import json
 import logging
@@ -12,49 +11,18 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from dcn_det.config import Config, dump, save_config
-from dcn_det.data.build import build_test_loader, build_train_loader
-from dcn_det.engine import distributed as du
-from dcn_det.engine.checkpoint import Checkpointer, load_file
-from dcn_det.engine.logging import MetricLogger, setup_logging
+from dcn_det.data.build import build_train_loader
+from dcn_det import distributed as du
+from dcn_det.io.checkpoint import Checkpointer, load_file
+from dcn_det.engine.logging import MetricLogger
 from dcn_det.engine.optim import build_lr_scheduler, build_optimizer
 from dcn_det.engine.rng import get_rng_state, seed_all, set_rng_state
 from dcn_det.engine.train_loop import train_loop
-from dcn_det.evaluation import build_evaluator, inference_on_dataset
-from dcn_det.export import read_model_file
+from dcn_det.evaluation.evaluate import evaluate, write_metrics
+from dcn_det.log import setup_logging
 from dcn_det.modeling import build_model
-from dcn_det.predictor import build_inference_model
 
 logger = logging.getLogger("dcn_det")
-
-
-def select_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available (this rank's GPU under torchrun), else CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("runtime.device is 'cuda' but no CUDA device is available")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
-def evaluate(cfg: Config, model: torch.nn.Module, device: torch.device,
-             output_dir: Optional[str]) -> Dict[str, Any]:
-    """Runs inference over ``cfg.data.test`` and returns the metrics (``{}`` off rank 0)."""
-    loader = build_test_loader(cfg.data, du.get_rank(), du.get_world_size())
-    evaluator = build_evaluator(cfg.test.evaluator, loader.dataset, output_dir)
-    return inference_on_dataset(model, loader, evaluator, device,
-                                progress=du.is_main_process())
-
-
-def write_metrics(metrics: Dict[str, Any], output_dir: str) -> str:
-    """Writes ``metrics.json`` atomically (NaN stays NaN, as Python's json writes it)."""
-    path = os.path.join(output_dir, "metrics.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(metrics, f, indent=2)
-    os.replace(tmp, path)
-    return path
 
 
 def _resume_state(checkpointer: Checkpointer, resume: str) -> Optional[Dict[str, Any]]:
@@ -79,7 +47,7 @@ def train(cfg: Config, resume: str = "auto") -> Dict[str, Any]:
         The final evaluation metrics (also written to ``output_dir/metrics.json``); ``{}``
         on ranks other than 0.
     """
-    device = select_device(cfg.runtime.device)
+    device = du.select_device(cfg.runtime.device)
     du.init_from_env(device)
     rank, world = du.get_rank(), du.get_world_size()
     out = cfg.runtime.output_dir
@@ -180,44 +148,3 @@ def train(cfg: Config, resume: str = "auto") -> Dict[str, Any]:
     return metrics
 
 
-def evaluate_checkpoint(cfg: Config, path: str) -> Dict[str, Any]:
-    """``tools/test.py``: evaluates the model in ``path`` on ``cfg.data.test``.
-
-    The model's architecture comes from the file's stored config (so a checkpoint is always
-    rebuilt as it was trained); data, test and runtime settings come from ``cfg``.
-    Writes ``detections.json`` (COCO) and ``metrics.json`` to ``cfg.runtime.output_dir`` and
-    logs the AP table.
-    """
-    device = select_device(cfg.runtime.device)
-    du.init_from_env(device)
-    out = cfg.runtime.output_dir
-    os.makedirs(out, exist_ok=True)
-    setup_logging(os.path.join(out, "test_log.txt"), du.get_rank())
-    # the architecture comes from the file (trained config), the data/test settings from cfg
-    file_cfg, state, _ = read_model_file(path)
-    model = build_inference_model(file_cfg, state, device)
-    metrics = evaluate(cfg, model, device, out)
-    if du.is_main_process():
-        write_metrics(metrics, out)
-        logger.info("results of %s:\n%s", path, format_metrics(metrics))
-        logger.info("wrote %s", os.path.join(out, "metrics.json"))
-    return metrics
-
-
-def format_metrics(metrics: Dict[str, Any]) -> str:
-    """A plain-text AP table (overall, then per class) of COCO or VOC metrics."""
-    lines = []
-    if "bbox" in metrics:
-        names = list(metrics["bbox"])
-        lines.append("  ".join(f"{n:>6}" for n in names))
-        lines.append("  ".join(f"{metrics['bbox'][n]:6.2f}" for n in names))
-        per_class = metrics.get("bbox_per_class", {})
-        if per_class:
-            lines.append(f"{'class':<20} {'AP':>6}")
-            lines += [f"{k:<20} {v:6.2f}" for k, v in per_class.items()]
-    if "voc" in metrics:
-        v = metrics["voc"]
-        lines.append(f"mAP {v['mAP']:.2f}   mAP (VOC07 11-point) {v['mAP_07']:.2f}")
-        lines.append(f"{'class':<20} {'AP':>6} {'AP_07':>6}")
-        lines += [f"{k:<20} {c['AP']:6.2f} {c['AP_07']:6.2f}" for k, c in v["per_class"].items()]
-    return "\n".join(lines)

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .gather import gather_objects, is_main_process
+from dcn_det.distributed import gather_objects, is_main_process
 from .inputs import add_batch, check_boxes, check_labels, check_vector, image_id_of
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .gather import gather_objects, is_main_process
+from dcn_det.distributed import gather_objects, is_main_process
 from .inputs import add_batch, check_boxes, check_labels, check_vector, image_id_of, optional_difficult
 from .voc_ap import ap_11_point, ap_area, match_detections, precision_recall
 

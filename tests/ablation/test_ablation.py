@@ -221,7 +221,7 @@ def test_run_directory_of_another_definition_is_refused(tiny_config, tmp_path):
 
 
 def _final_weights(run_dir):
-    from dcn_det.engine.checkpoint import load_file
+    from dcn_det.io.checkpoint import load_file
     return load_file(os.path.join(run_dir, "checkpoints", "model_final.pth"))["model"]
 
 

@@ -9,7 +9,7 @@ import torch
 
 from dcn_det.analysis.draw import LEVEL_COLORS, UNIT_COLOR
 from dcn_det.data.synthetic import SyntheticDataset
-from dcn_det.export import export_inference_file
+from dcn_det.io.model_file import export_inference_file
 from tests.analysis.tiny import DEMO, NAMES, TINY, load_tool, tiny_model
 
 

@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from dcn_det.engine.checkpoint import CheckpointError, Checkpointer, atomic_save, load_file
+from dcn_det.io.checkpoint import CheckpointError, Checkpointer, atomic_save, load_file
 
 
 def _state(i):

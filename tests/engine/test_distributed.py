@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from dcn_det.engine.checkpoint import load_file
+from dcn_det.io.checkpoint import load_file
 
 from .conftest import ROOT
 

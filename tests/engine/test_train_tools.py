@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from dcn_det.engine.checkpoint import load_file
+from dcn_det.io.checkpoint import load_file
 
 from .conftest import ROOT, tool
 

@@ -29,7 +29,7 @@ def run_main(main: Callable[[], int]) -> int:
     Programming errors keep their traceback. ``SystemExit`` (e.g. after SIGTERM, with the
     code 128 + signal) passes through.
     """
-    from dcn_det.engine.checkpoint import CheckpointError
+    from dcn_det.io.checkpoint import CheckpointError
     from dcn_det.engine.train_loop import NonFiniteLossError
     try:
         return main()

@@ -1,6 +1,8 @@
-"""Process-group helpers: torchrun initialisation, rank queries, cross-rank reductions."""
+"""Process-group helpers: torchrun initialisation, device choice, rank queries, cross-rank
+reductions and object gathering. Used by training and evaluation alike."""
 import datetime
 import os
+from typing import Any, List
 
 import torch
 import torch.distributed as dist
@@ -49,3 +51,31 @@ def any_true(flag: bool, device: torch.device) -> bool:
 def barrier() -> None:
     if is_dist():
         dist.barrier()
+
+
+def gather_objects(obj: Any) -> List[Any]:
+    """Returns every rank's ``obj`` (in rank order) on all ranks; ``[obj]`` when not distributed.
+
+    Uses ``all_gather_object`` (pickles through the default process group), which every rank
+    must call, so call it from all ranks even if only rank 0 uses the result.
+    """
+    if get_world_size() <= 1:
+        return [obj]
+    out: List[Any] = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def select_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available (this rank's GPU under torchrun), else CPU.
+
+    Raises:
+        ValueError: ``"cuda"`` on a machine without a CUDA device.
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("runtime.device is 'cuda' but no CUDA device is available")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")

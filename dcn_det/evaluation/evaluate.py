@@ -1,0 +1,83 @@
+"""Evaluating a model on a config's test split: in memory after training, or from a file.
+
+``tools/test.py`` is a thin wrapper around :func:`evaluate_checkpoint`; training calls
+:func:`evaluate` at its ``eval_period`` and at the end.
+"""
+import json
+import logging
+import os
+from typing import Any, Dict, Optional
+
+import torch
+
+from dcn_det import distributed as du
+from dcn_det.config import Config
+from dcn_det.data.build import build_test_loader
+from dcn_det.evaluation.build import build_evaluator
+from dcn_det.evaluation.inference import inference_on_dataset
+from dcn_det.io.model_file import build_inference_model, read_model_file
+from dcn_det.log import setup_logging
+
+logger = logging.getLogger("dcn_det")
+
+
+def evaluate(cfg: Config, model: torch.nn.Module, device: torch.device,
+             output_dir: Optional[str]) -> Dict[str, Any]:
+    """Runs inference over ``cfg.data.test`` and returns the metrics (``{}`` off rank 0)."""
+    loader = build_test_loader(cfg.data, du.get_rank(), du.get_world_size())
+    evaluator = build_evaluator(cfg.test.evaluator, loader.dataset, output_dir)
+    return inference_on_dataset(model, loader, evaluator, device,
+                                progress=du.is_main_process())
+
+
+def write_metrics(metrics: Dict[str, Any], output_dir: str) -> str:
+    """Writes ``metrics.json`` atomically (NaN stays NaN, as Python's json writes it)."""
+    path = os.path.join(output_dir, "metrics.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(metrics, f, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+def evaluate_checkpoint(cfg: Config, path: str) -> Dict[str, Any]:
+    """``tools/test.py``: evaluates the model in ``path`` on ``cfg.data.test``.
+
+    The model's architecture comes from the file's stored config (so a checkpoint is always
+    rebuilt as it was trained); data, test and runtime settings come from ``cfg``.
+    Writes ``detections.json`` (COCO) and ``metrics.json`` to ``cfg.runtime.output_dir`` and
+    logs the AP table.
+    """
+    device = du.select_device(cfg.runtime.device)
+    du.init_from_env(device)
+    out = cfg.runtime.output_dir
+    os.makedirs(out, exist_ok=True)
+    setup_logging(os.path.join(out, "test_log.txt"), du.get_rank())
+    # the architecture comes from the file (trained config), the data/test settings from cfg
+    file_cfg, state, _ = read_model_file(path)
+    model = build_inference_model(file_cfg, state, device)
+    metrics = evaluate(cfg, model, device, out)
+    if du.is_main_process():
+        write_metrics(metrics, out)
+        logger.info("results of %s:\n%s", path, format_metrics(metrics))
+        logger.info("wrote %s", os.path.join(out, "metrics.json"))
+    return metrics
+
+
+def format_metrics(metrics: Dict[str, Any]) -> str:
+    """A plain-text AP table (overall, then per class) of COCO or VOC metrics."""
+    lines = []
+    if "bbox" in metrics:
+        names = list(metrics["bbox"])
+        lines.append("  ".join(f"{n:>6}" for n in names))
+        lines.append("  ".join(f"{metrics['bbox'][n]:6.2f}" for n in names))
+        per_class = metrics.get("bbox_per_class", {})
+        if per_class:
+            lines.append(f"{'class':<20} {'AP':>6}")
+            lines += [f"{k:<20} {v:6.2f}" for k, v in per_class.items()]
+    if "voc" in metrics:
+        v = metrics["voc"]
+        lines.append(f"mAP {v['mAP']:.2f}   mAP (VOC07 11-point) {v['mAP_07']:.2f}")
+        lines.append(f"{'class':<20} {'AP':>6} {'AP_07':>6}")
+        lines += [f"{k:<20} {c['AP']:6.2f} {c['AP_07']:6.2f}" for k, c in v["per_class"].items()]
+    return "\n".join(lines)
