@@ -2,7 +2,7 @@
 reductions and object gathering. Used by training and evaluation alike."""
 import datetime
 import os
-from typing import Any, List
+from typing import Any, Dict, List
 
 import torch
 import torch.distributed as dist
@@ -46,6 +46,20 @@ def any_true(flag: bool, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def reduce_mean(values: Dict[str, torch.Tensor]) -> Dict[str, float]:
+    """The mean over ranks of each scalar tensor, as floats (one all-reduce for all of them).
+
+    A non-finite value on any rank makes that key's mean non-finite on every rank.
+    """
+    if not values:
+        return {}
+    stacked = torch.stack([v.detach().float().reshape(()) for v in values.values()])
+    if is_dist():
+        dist.all_reduce(stacked, op=dist.ReduceOp.SUM)
+        stacked = stacked / get_world_size()
+    return {k: float(v) for k, v in zip(values, stacked.tolist())}
 
 
 def barrier() -> None:

@@ -44,7 +44,7 @@ def test_spec_defaults():
     assert cfg.data.min_size_train == (600,) and cfg.data.train.type == "synthetic"
     assert cfg.data.train.synthetic.image_size == (256, 320)
     assert cfg.solver.base_lr == 0.0005 and cfg.solver.steps == ()
-    assert cfg.test.evaluator == "coco" and cfg.runtime.inject_nan_at_iter == -1
+    assert cfg.test.evaluator == "coco"
 
 
 def test_config_is_frozen():

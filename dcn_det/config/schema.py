@@ -185,7 +185,6 @@ class RuntimeConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" = cuda when available
     log_period: int = 20  # iterations between log lines
     deterministic: bool = False  # request deterministic kernels (slower)
-    inject_nan_at_iter: int = -1  # test hook: NaN loss at this iteration on the last rank; -1 = never
 
 
 @dataclass(frozen=True)

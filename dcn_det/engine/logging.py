@@ -2,7 +2,7 @@
 import statistics
 import time
 from collections import deque
-from typing import Deque, Dict, Optional
+from typing import Deque, Dict
 
 from dcn_det.log import logger
 

@@ -2,9 +2,12 @@
 
 ``tools/train.py`` is a thin wrapper around :func:`train`.
 """
+import contextlib
 import json
 import logging
 import os
+import signal
+import time
 from typing import Any, Dict, Optional
 
 import torch
@@ -17,7 +20,7 @@ from dcn_det.io.checkpoint import Checkpointer, load_file
 from dcn_det.engine.logging import MetricLogger
 from dcn_det.engine.optim import build_lr_scheduler, build_optimizer
 from dcn_det.engine.rng import get_rng_state, seed_all, set_rng_state
-from dcn_det.engine.train_loop import train_loop
+from dcn_det.engine.train_loop import SignalFlag, StopRequested, run_step
 from dcn_det.evaluation.evaluate import evaluate, write_metrics
 from dcn_det.log import setup_logging
 from dcn_det.modeling import build_model
@@ -35,8 +38,58 @@ def _resume_state(checkpointer: Checkpointer, resume: str) -> Optional[Dict[str,
     return ckpt
 
 
+def resume_from(state: Optional[Dict[str, Any]], model, optimizer, scheduler, scaler) -> int:
+    """Loads a checkpoint's model, optimizer, scheduler, scaler and RNG; returns its iteration
+    (0 without a checkpoint)."""
+    if state is None:
+        return 0
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    # Only rank 0 writes checkpoints; every rank restores its RNG from it (the data order
+    # does not depend on it: the samplers are seeded by iteration, see data/samplers.py).
+    set_rng_state(state["rng"])
+    logger.info("resumed from %s at iteration %d", state["_path"], int(state["iteration"]))
+    return int(state["iteration"])
+
+
+def checkpoint_state(cfg: Config, iteration: int, model, optimizer, scheduler, scaler,
+                     class_names) -> Dict[str, Any]:
+    """Everything a resumed run needs, as plain containers (loads with weights_only=True)."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else {},
+            "iteration": iteration, "rng": get_rng_state(), "config": cfg.to_dict(),
+            "class_names": list(class_names)}
+
+
+def log_eval_metrics(writer, metrics: Dict[str, Any], iteration: int) -> None:
+    """Writes the scalar box metrics of an evaluation to TensorBoard (rank 0 only)."""
+    if writer is None:
+        return
+    for k, v in metrics.get("bbox", metrics.get("voc", {})).items():
+        if isinstance(v, float):
+            writer.add_scalar(f"eval/{k}", v, iteration)
+
+
+def _finished_run(out: str, start_iter: int, max_iter: int) -> Optional[Dict[str, Any]]:
+    logger.info("training already finished (iteration %d of %d); evaluating only",
+                start_iter, max_iter)
+    metrics_path = os.path.join(out, "metrics.json")
+    if os.path.isfile(metrics_path):
+        with open(metrics_path) as f:
+            return json.load(f)
+    return None
+
+
 def train(cfg: Config, resume: str = "auto") -> Dict[str, Any]:
     """Trains ``cfg`` in ``cfg.runtime.output_dir``; returns the final metrics.
+
+    Build, resume, then the loop: one :func:`run_step` per iteration and a visible ``if``
+    block for logging, checkpoints, periodic evaluation and signals; then the final
+    checkpoint and evaluation.
 
     Args:
         cfg: the resolved config.
@@ -46,6 +99,10 @@ def train(cfg: Config, resume: str = "auto") -> Dict[str, Any]:
     Returns:
         The final evaluation metrics (also written to ``output_dir/metrics.json``); ``{}``
         on ranks other than 0.
+
+    Raises:
+        NonFiniteLossError: a loss became NaN or infinite (on any rank).
+        StopRequested: SIGTERM/SIGINT, after the checkpoint of the last finished iteration.
     """
     device = du.select_device(cfg.runtime.device)
     du.init_from_env(device)
@@ -62,89 +119,69 @@ def train(cfg: Config, resume: str = "auto") -> Dict[str, Any]:
     scheduler = build_lr_scheduler(optimizer, cfg.solver)
     scaler = torch.amp.GradScaler("cuda") if cfg.solver.amp and device.type == "cuda" else None
     checkpointer = Checkpointer(out, cfg.solver.keep_last)
-
-    start_iter = 0
-    state = _resume_state(checkpointer, resume)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        # Only rank 0 writes checkpoints; every rank restores its RNG from it (the data order
-        # does not depend on it: the samplers are seeded by iteration, see data/samplers.py).
-        set_rng_state(state["rng"])
-        start_iter = int(state["iteration"])
-        logger.info("resumed from %s at iteration %d", state["_path"], start_iter)
+    start_iter = resume_from(_resume_state(checkpointer, resume), model, optimizer, scheduler,
+                             scaler)
     if rank == 0:
         save_config(cfg, os.path.join(out, "config.yaml"))
         logger.info("config:\n%s", dump(cfg))
 
-    train_model = model
-    if world > 1:
-        train_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=False)
-
     max_iter = cfg.solver.max_iter
-    data_iter = None
-    class_names = []
-    if start_iter < max_iter:
-        data_iter = build_train_loader(cfg.data, rank, world, seed=cfg.runtime.seed,
-                                       start_iter=start_iter)
-        class_names = list(data_iter.dataset.class_names)
-
-    def make_state(iteration: int) -> Dict[str, Any]:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else {},
-                "iteration": iteration, "rng": get_rng_state(), "config": cfg.to_dict(),
-                "class_names": class_names}
-
+    metrics = _finished_run(out, start_iter, max_iter) if start_iter >= max_iter else None
+    if metrics is not None:
+        return metrics
     writer = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(os.path.join(out, "tensorboard"))
 
-    def periodic_eval(iteration: int) -> Dict[str, Any]:
-        metrics = evaluate(cfg, model, device, None)
-        if writer is not None:
-            for k, v in metrics.get("bbox", metrics.get("voc", {})).items():
-                if isinstance(v, float):
-                    writer.add_scalar(f"eval/{k}", v, iteration)
-        return metrics
+    if start_iter < max_iter:
+        train_model = model
+        if world > 1:
+            train_model = DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=False)
+        data_iter = build_train_loader(cfg.data, rank, world, seed=cfg.runtime.seed,
+                                       start_iter=start_iter)
+        class_names = data_iter.dataset.class_names
+        log_period, s = cfg.runtime.log_period, cfg.solver
+        metric_logger = MetricLogger(writer, max_iter, start_iter, window=max(log_period, 1))
+        parts = (model, optimizer, scheduler, scaler, class_names)  # what a checkpoint holds
 
-    if data_iter is not None:
-        try:
-            train_loop(model=train_model, data_iter=data_iter, optimizer=optimizer,
-                       scheduler=scheduler, make_state=make_state, save=checkpointer.save,
-                       evaluate=periodic_eval, start_iter=start_iter, max_iter=max_iter,
-                       log_period=cfg.runtime.log_period,
-                       checkpoint_period=cfg.solver.checkpoint_period,
-                       eval_period=cfg.test.eval_period, device=device, amp=cfg.solver.amp,
-                       scaler=scaler, clip_grad_norm=cfg.solver.clip_grad_norm,
-                       metric_logger=MetricLogger(writer, max_iter, start_iter,
-                                                   window=max(cfg.runtime.log_period, 1)),
-                       # the test hook fires on the last rank only, so a distributed run
-                       # shows that every rank stops when one sees a non-finite loss
-                       inject_nan_at_iter=(cfg.runtime.inject_nan_at_iter
-                                           if rank == world - 1 else -1))
-        finally:
-            data_iter.close()  # stop loader workers now, also after an error or a signal
+        train_model.train()
+        with SignalFlag() as stop, contextlib.closing(data_iter):
+            for it in range(start_iter, max_iter):
+                done = it + 1
+                t0 = time.perf_counter()
+                batch = next(data_iter)
+                data_time = time.perf_counter() - t0
+                step = run_step(train_model, batch, optimizer, scheduler, iteration=it,
+                                device=device, amp=s.amp, scaler=scaler,
+                                clip_grad_norm=s.clip_grad_norm)
+                metric_logger.update(step.losses, data_time, time.perf_counter() - t0)
+
+                if rank == 0 and log_period and (done % log_period == 0 or done == max_iter):
+                    metric_logger.log(it, step.lr)
+                if rank == 0 and s.checkpoint_period and done % s.checkpoint_period == 0 \
+                        and done < max_iter:
+                    checkpointer.save(f"model_{it:07d}.pth", checkpoint_state(cfg, done, *parts))
+                if cfg.test.eval_period and done % cfg.test.eval_period == 0 and done < max_iter:
+                    log_eval_metrics(writer, evaluate(cfg, model, device, None), done)
+                    train_model.train()
+                if du.any_true(stop.signum is not None, device):
+                    signum = stop.signum or signal.SIGTERM
+                    if rank == 0:
+                        path = checkpointer.save(f"model_{it:07d}.pth",
+                                                 checkpoint_state(cfg, done, *parts))
+                        logger.warning("signal %d: saved %s at iteration %d, exiting", signum,
+                                       path, done)
+                    raise StopRequested(128 + int(signum))
         if rank == 0:
-            checkpointer.save("model_final.pth", make_state(max_iter))
-    else:
-        logger.info("training already finished (iteration %d of %d); evaluating only",
-                    start_iter, max_iter)
-        metrics_path = os.path.join(out, "metrics.json")
-        if os.path.isfile(metrics_path):
-            with open(metrics_path) as f:
-                return json.load(f)
+            checkpointer.save("model_final.pth", checkpoint_state(cfg, max_iter, *parts))
+
     du.barrier()
     metrics = evaluate(cfg, model, device, out)
     if rank == 0:
         write_metrics(metrics, out)
+        log_eval_metrics(writer, metrics, max_iter)
         writer.close()
     return metrics
-
-

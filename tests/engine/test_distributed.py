@@ -9,12 +9,12 @@ from dcn_det.io.checkpoint import load_file
 from .conftest import ROOT
 
 
-def _torchrun(config, out, *sets):
+def _torchrun(config, out, *sets, script="tools/train.py", **env_extra):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_port", "0", "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0",
-           os.path.join(ROOT, "tools/train.py"), "--config", config, "--output-dir", out,
+           os.path.join(ROOT, script), "--config", config, "--output-dir", out,
            "--set", "solver.max_iter=6", "solver.checkpoint_period=3", *sets]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **env_extra)
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -35,7 +35,7 @@ def test_two_process_training(tiny_config, tmp_path):
 
 def test_nonfinite_loss_stops_every_rank(tiny_config, tmp_path):
     out = str(tmp_path / "ddp_nan")
-    proc = _torchrun(tiny_config, out, "runtime.inject_nan_at_iter=4")
+    proc = _torchrun(tiny_config, out, script="tests/engine/nan_train.py", NAN_AT_ITER="4")
     assert proc.returncode != 0
     assert "non-finite loss at iteration 5" in proc.stderr
     assert "model_final.pth" not in os.listdir(os.path.join(out, "checkpoints"))

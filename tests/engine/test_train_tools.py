@@ -116,8 +116,10 @@ def test_sigterm_writes_a_checkpoint_and_exits_nonzero(tiny_config, tmp_path):
 
 def test_nan_loss_stops_and_names_iteration(tiny_config, tmp_path):
     out = str(tmp_path / "run")
-    proc = tool("train", "--config", tiny_config, "--output-dir", out, "--set",
-                "runtime.inject_nan_at_iter=7", check=False)
+    env = dict(os.environ, OMP_NUM_THREADS="1", NAN_AT_ITER="7")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "engine", "nan_train.py"),
+                           "--config", tiny_config, "--output-dir", out], capture_output=True,
+                          text=True, timeout=240, env=env, cwd=ROOT)
     assert proc.returncode == 3
     assert "non-finite loss at iteration 8" in proc.stderr
     for term in ("loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box"):
