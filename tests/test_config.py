@@ -191,9 +191,38 @@ def test_unknown_key_without_close_match_lists_valid_keys(tmp_path):
 
 
 def test_unknown_choice_suggests_nearest(tmp_path):
-    path = write(tmp_path, "x.yaml", "model: {arch: faster_rnn}\n")
-    with pytest.raises(ConfigError, match=r"model\.arch: 'faster_rnn' is not one of 'rfcn', 'faster_rcnn' \(did you mean 'faster_rcnn'\?\)"):
+    path = write(tmp_path, "x.yaml", "model: {backbone: {norm: gm}}\n")
+    with pytest.raises(ConfigError, match=r"model\.backbone\.norm: 'gm' is not one of .*\(did you mean 'gn'\?\)"):
         load_config(path)
+
+
+def test_head_section_follows_its_type(tmp_path):
+    base = os.path.join(REPO, "configs", "_base_", "models")
+    rfcn = load_config(os.path.join(base, "rfcn_r101.yaml"))
+    frcnn = load_config(os.path.join(base, "faster_rcnn_r101.yaml"))
+    assert (rfcn.model.arch, type(rfcn.model.head).__name__) == ("rfcn", "RFCNHeadConfig")
+    assert (frcnn.model.arch, type(frcnn.model.head).__name__) == ("faster_rcnn",
+                                                                   "FastRCNNHeadConfig")
+    assert not hasattr(frcnn.model.head, "group_size") and not hasattr(rfcn.model.head, "fc_dim")
+    path = write(tmp_path, "x.yaml", "model: {head: {type: fast_rcnn, group_size: 1}}\n")
+    with pytest.raises(ConfigError, match=r"model\.head\.group_size: not a field of the "
+                                          r"'fast_rcnn' head .*belongs to the 'rfcn' head"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"model\.head\.pooler: not a field of the 'rfcn'"):
+        load_config(path, ["model.head.type=rfcn", "model.head.pooler=roi_align"])
+    with pytest.raises(ConfigError, match=r"model\.head\.type: 'faster' is not one of 'rfcn', "
+                                          r"'fast_rcnn' \(did you mean 'fast_rcnn'\?\)"):
+        load_config(path, ["model.head.type=faster"])
+
+
+def test_legacy_arch_key(tmp_path, caplog):
+    ok = write(tmp_path, "ok.yaml", "model: {arch: faster_rcnn, head: {type: fast_rcnn}}\n")
+    assert load_config(ok).model.arch == "faster_rcnn"
+    assert "model.arch" in caplog.text and "ignoring it" in caplog.text
+    bad = write(tmp_path, "bad.yaml", "model: {arch: faster_rcnn}\n")
+    with pytest.raises(ConfigError, match=r"model\.arch: 'faster_rcnn' does not match "
+                                          r"model\.head\.type 'rfcn'.*bad\.yaml"):
+        load_config(bad)
 
 
 @pytest.mark.parametrize("override, message", [
@@ -273,9 +302,13 @@ def test_override_unknown_key_suggestion():
 
 
 def test_override_config_on_a_loaded_config():
-    cfg = override_config(Config(), ["solver.max_iter=7", "model.head.type=fast_rcnn"])
-    assert cfg.solver.max_iter == 7 and cfg.model.head.type == "fast_rcnn"
+    cfg = override_config(Config(), ["solver.max_iter=7", "model.head.nms_thresh=0.4"])
+    assert cfg.solver.max_iter == 7 and cfg.model.head.nms_thresh == 0.4
     assert cfg.model.backbone == Config().model.backbone
+    # a resolved R-FCN config holds R-FCN fields, which a Faster R-CNN head does not have
+    with pytest.raises(ConfigError, match=r"model\.head\.deformable: not a field of the "
+                                          r"'fast_rcnn' head"):
+        override_config(cfg, ["model.head.type=fast_rcnn"])
     with pytest.raises(ConfigError, match="solver.max_itr: unknown key"):
         override_config(cfg, ["solver.max_itr=3"])
 

@@ -12,18 +12,22 @@ from .schema import (
     Config,
     DataConfig,
     DatasetConfig,
+    EvalConfig,
+    FastRCNNHeadConfig,
+    HeadBaseConfig,
     HeadConfig,
     ModelConfig,
+    RFCNHeadConfig,
     RPNConfig,
     RuntimeConfig,
     SolverConfig,
     SyntheticConfig,
-    TestConfig,
 )
 
 __all__ = [
-    "BackboneConfig", "Config", "ConfigError", "DataConfig", "DatasetConfig", "HeadConfig",
-    "ModelConfig", "RPNConfig", "RuntimeConfig", "SolverConfig", "SyntheticConfig", "TestConfig",
+    "BackboneConfig", "Config", "ConfigError", "DataConfig", "DatasetConfig", "EvalConfig",
+    "FastRCNNHeadConfig", "HeadBaseConfig", "HeadConfig", "ModelConfig", "RFCNHeadConfig",
+    "RPNConfig", "RuntimeConfig", "SolverConfig", "SyntheticConfig",
     "config_from_dict", "deep_merge", "dump", "load_config", "override_config", "parse_override",
     "save_config",
 ]

@@ -11,9 +11,13 @@ length where the schema fixes one. Missing keys keep their defaults.
 import difflib
 import re
 from dataclasses import fields, is_dataclass
-from typing import Any, Dict, Literal, Optional, Tuple, get_args, get_origin, get_type_hints
+import logging
+from typing import (Any, Dict, Literal, Optional, Tuple, Union, get_args, get_origin,
+                    get_type_hints)
 
-from .schema import Config
+from .schema import ARCH_OF_HEAD, Config
+
+logger = logging.getLogger("dcn_det")
 
 KeyPath = Tuple[str, ...]
 # Maps a key path to a description of where its value came from ("configs/x.yaml", "--set ...").
@@ -78,12 +82,16 @@ def convert_section(cls: type, data: Any, path: KeyPath, origins: Origins):
     names = [f.name for f in fields(cls)]
     for key in data:
         if key not in names:
-            raise _error(path + (str(key),), "unknown key" + _suggest(key, names), origins)
+            other = _other_section(cls, key)
+            raise _error(path + (str(key),), other or "unknown key" + _suggest(key, names),
+                         origins)
     kwargs = {}
     for name in names:
         if name not in data:
             continue
         tp = hints[name]
+        if get_origin(tp) is Union:
+            tp = _tagged_choice(tp, data[name], path + (name,), origins)
         if is_dataclass(tp):
             kwargs[name] = convert_section(tp, data[name], path + (name,), origins)
             continue
@@ -92,6 +100,41 @@ def convert_section(cls: type, data: Any, path: KeyPath, origins: Origins):
         except _Mismatch as e:
             raise _error(path + (name,), str(e), origins) from None
     return cls(**kwargs)
+
+
+def _type_choices(union: Any) -> Dict[str, type]:
+    """``{type value: section class}`` of a union of sections tagged by their ``type`` field."""
+    return {get_args(get_type_hints(c)["type"])[0]: c for c in get_args(union)}
+
+
+def _tagged_choice(union: Any, data: Any, path: KeyPath, origins: Origins) -> type:
+    """The section class of a tagged union that ``data["type"]`` names (the first by default)."""
+    choices = _type_choices(union)
+    if not isinstance(data, dict) or "type" not in data:
+        return next(iter(choices.values()))
+    kind = data["type"]
+    if kind not in choices:
+        shown = ", ".join(repr(c) for c in choices)
+        raise _error(path + ("type",), f"{kind!r} is not one of {shown}"
+                     + _suggest(kind, list(choices)), origins)
+    return choices[kind]
+
+
+def _other_section(cls: type, key: Any) -> str:
+    """For a key of a sibling section of a tagged union: which ``type`` it belongs to."""
+    hints = get_type_hints(cls)
+    if "type" not in hints or get_origin(hints["type"]) is not Literal:
+        return ""
+    own = get_args(hints["type"])[0]
+    for base in cls.__mro__[1:]:
+        for sibling in base.__subclasses__():
+            if sibling is cls or "type" not in get_type_hints(sibling):
+                continue
+            if key in {f.name for f in fields(sibling)}:
+                other = get_args(get_type_hints(sibling)["type"])[0]
+                return (f"not a field of the {own!r} head (model.head.type); it belongs to "
+                        f"the {other!r} head")
+    return ""
 
 
 def _convert_value(tp: Any, value: Any) -> Any:
@@ -166,4 +209,23 @@ def config_from_dict(data: Dict[str, Any], origins: Optional[Origins] = None,
     Raises:
         ConfigError: unknown key, wrong type or unknown choice.
     """
-    return convert_section(Config, data, (), origins if origins is not None else {(): source})
+    origins = origins if origins is not None else {(): source}
+    return convert_section(Config, _drop_legacy_arch(data, origins), (), origins)
+
+
+def _drop_legacy_arch(data: Any, origins: Origins) -> Any:
+    """Configs written before the architecture followed ``model.head.type`` carry a
+    ``model.arch``: it is dropped (with a warning) when it agrees with the head, else refused."""
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict) or "arch" not in model:
+        return data
+    head = model.get("head") if isinstance(model.get("head"), dict) else {}
+    kind = head.get("type", "rfcn")
+    if ARCH_OF_HEAD.get(kind) != model["arch"]:
+        raise _error(("model", "arch"), f"{model['arch']!r} does not match model.head.type "
+                     f"{kind!r}; the architecture follows the head type (rfcn -> rfcn, "
+                     "fast_rcnn -> faster_rcnn), so remove model.arch", origins)
+    logger.warning("model.arch (in %s) is no longer a config key: the architecture follows "
+                   "model.head.type; ignoring it", describe_origin(("model", "arch"), origins))
+    model = {k: v for k, v in model.items() if k != "arch"}
+    return {**data, "model": model}

@@ -6,7 +6,7 @@ Every field carries its default and a one-line comment. Lists are stored as tupl
 ``dcn_det.config.loader`` when a config is loaded from YAML, overrides or a checkpoint dict.
 """
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Dict, Literal, Tuple
+from typing import Any, Dict, Literal, Tuple, Union
 
 
 class _Section:
@@ -69,21 +69,18 @@ class RPNConfig(_Section):
 
 
 @dataclass(frozen=True)
-class HeadConfig(_Section):
-    type: Literal["rfcn", "fast_rcnn"] = "rfcn"  # R-FCN head or Fast R-CNN (2fc) head
+class HeadBaseConfig(_Section):
+    """The fields both box heads share; ``model.head.type`` selects the head's own section."""
+
+    type: str = ""  # "rfcn" or "fast_rcnn", fixed by each head's section
     in_feature: Stage = "res5"  # backbone feature the head pools from
     conv_channels: int = 1024  # channels of the 1x1 conv before pooling (256 for fast_rcnn configs)
     conv_lr_mult: float = 3.0  # learning-rate multiplier of that 1x1 conv
-    deformable: bool = True  # R-FCN: deformable PS-RoI pooling vs plain PS-RoI pooling
-    pooler: Literal["deformable", "psroi_plain", "roi_align"] = "deformable"  # fast_rcnn only
     pooled_size: int = 7  # output bins per side of the RoI pooling
-    group_size: int = 7  # position-sensitive score map grid (R-FCN)
     sample_per_part: int = 4  # bilinear samples per bin side in deformable pooling
     trans_std: float = 0.1  # scale of the predicted pooling offsets
     offset_lr_mult: float = 0.01  # learning-rate multiplier of the offset predictor
     hidden_init: Literal["official", "kaiming"] = "official"  # hidden layers: N(0, 0.01) or He
-    score_lr_mult: float = 1.0  # R-FCN: learning-rate multiplier of the score and box maps
-    fc_dim: int = 1024  # width of the two fc layers (fast_rcnn)
     class_agnostic_bbox: bool = True  # one box regressor for all classes
     batch_size_per_image: int = 128  # RoIs sampled per image for the loss
     positive_fraction: float = 0.25  # max fraction of foreground RoIs
@@ -99,15 +96,45 @@ class HeadConfig(_Section):
 
 
 @dataclass(frozen=True)
+class RFCNHeadConfig(HeadBaseConfig):
+    """``model.head`` of R-FCN: position-sensitive score maps, (deformable) PS-RoI pooling."""
+
+    type: Literal["rfcn"] = "rfcn"  # R-FCN head
+    deformable: bool = True  # deformable PS-RoI pooling vs plain PS-RoI pooling
+    group_size: int = 7  # position-sensitive score map grid
+    score_lr_mult: float = 1.0  # learning-rate multiplier of the score and box maps
+
+
+@dataclass(frozen=True)
+class FastRCNNHeadConfig(HeadBaseConfig):
+    """``model.head`` of Faster R-CNN: (deformable) RoI pooling, 2 fc layers."""
+
+    type: Literal["fast_rcnn"] = "fast_rcnn"  # Fast R-CNN (2fc) head
+    pooler: Literal["deformable", "psroi_plain", "roi_align"] = "deformable"  # RoI pooling
+    fc_dim: int = 1024  # width of the two fc layers
+
+
+# The head sections by ``type``; the config loader picks one from ``model.head.type``.
+HEAD_CONFIGS = {"rfcn": RFCNHeadConfig, "fast_rcnn": FastRCNNHeadConfig}
+HeadConfig = Union[RFCNHeadConfig, FastRCNNHeadConfig]
+# The detector family each head type makes.
+ARCH_OF_HEAD = {"rfcn": "rfcn", "fast_rcnn": "faster_rcnn"}
+
+
+@dataclass(frozen=True)
 class ModelConfig(_Section):
-    arch: Literal["rfcn", "faster_rcnn"] = "rfcn"  # detector family
     num_classes: int = 20  # K object classes, background excluded
     pixel_mean: Tuple[float, float, float] = (123.675, 116.28, 103.53)  # RGB mean, 0-255 scale
     pixel_std: Tuple[float, float, float] = (58.395, 57.12, 57.375)  # RGB std, 0-255 scale
     size_divisibility: int = 32  # preprocess pads H and W up to a multiple of this
     backbone: BackboneConfig = field(default_factory=BackboneConfig)  # ResNet trunk
     rpn: RPNConfig = field(default_factory=RPNConfig)  # region proposal network
-    head: HeadConfig = field(default_factory=HeadConfig)  # second-stage box head
+    head: HeadConfig = field(default_factory=RFCNHeadConfig)  # second-stage box head (by type)
+
+    @property
+    def arch(self) -> str:
+        """The detector family, ``"rfcn"`` or ``"faster_rcnn"``, given by the head's type."""
+        return ARCH_OF_HEAD[self.head.type]
 
 
 @dataclass(frozen=True)
@@ -172,8 +199,7 @@ class SolverConfig(_Section):
 
 
 @dataclass(frozen=True)
-class TestConfig(_Section):
-    __test__ = False  # a config section, not a pytest test class
+class EvalConfig(_Section):
     evaluator: Literal["coco", "voc"] = "coco"  # metric: COCO AP or VOC mAP at IoU 0.5
     eval_period: int = 0  # iterations between evaluations during training; 0 = only at the end
 
@@ -192,5 +218,5 @@ class Config(_Section):
     model: ModelConfig = field(default_factory=ModelConfig)  # the detector
     data: DataConfig = field(default_factory=DataConfig)  # datasets and loading
     solver: SolverConfig = field(default_factory=SolverConfig)  # optimisation
-    test: TestConfig = field(default_factory=TestConfig)  # evaluation
+    test: EvalConfig = field(default_factory=EvalConfig)  # evaluation
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # output, seeds, device

@@ -5,23 +5,17 @@ from dcn_det.modeling.heads import build_box_head
 from dcn_det.modeling.heads.roi_heads import RoIHeads
 from dcn_det.modeling.rpn import RPN
 
-# The arch names of ModelConfig and the box-head types of HeadConfig that go together.
-_HEAD_OF_ARCH = {"rfcn": "rfcn", "faster_rcnn": "fast_rcnn"}
-
 
 def build_model(cfg_model) -> TwoStageDetector:
     """Builds the detector described by a ``ModelConfig``.
 
     Args:
-        cfg_model: ``cfg.model`` (arch, num_classes, pixel stats, backbone, rpn, head).
+        cfg_model: ``cfg.model`` (num_classes, pixel stats, backbone, rpn, head); the
+            head section's ``type`` makes it R-FCN or Faster R-CNN.
 
     Returns:
         A :class:`TwoStageDetector` in training mode.
     """
-    if _HEAD_OF_ARCH.get(cfg_model.arch) != cfg_model.head.type:
-        raise ValueError(
-            f"model.arch={cfg_model.arch!r} needs model.head.type="
-            f"{_HEAD_OF_ARCH.get(cfg_model.arch)!r}, got {cfg_model.head.type!r}")
     backbone = build_backbone(cfg_model.backbone)
     r, h = cfg_model.rpn, cfg_model.head
     for key, name in (("model.rpn.in_feature", r.in_feature), ("model.head.in_feature", h.in_feature)):

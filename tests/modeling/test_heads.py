@@ -9,7 +9,7 @@ import types
 import pytest
 import torch
 
-from dcn_det.config import HeadConfig
+from dcn_det.config import FastRCNNHeadConfig, RFCNHeadConfig
 from dcn_det.modeling.heads import FastRCNNHead, RFCNHead, build_box_head
 from dcn_det.ops import DeformPSRoIPool, RoIAlign, deform_psroi_pool, roi_align
 
@@ -345,11 +345,15 @@ def test_rfcn_score_lr_mult_marks_only_the_score_and_box_maps():
 
 # ---------------------------------------------------------------- builder
 
-def _cfg(**kw):
-    """The real HeadConfig with small sizes; ``kw`` overrides fields."""
-    fields = dict(conv_channels=CONV, pooled_size=3, group_size=3, sample_per_part=2, fc_dim=32)
+def _cfg(type="rfcn", **kw):
+    """The real head config of ``type`` with small sizes; ``kw`` overrides fields."""
+    if type == "rfcn":
+        fields, base = dict(group_size=3), RFCNHeadConfig()
+    else:
+        fields, base = dict(fc_dim=32), FastRCNNHeadConfig()
+    fields.update(conv_channels=CONV, pooled_size=3, sample_per_part=2)
     fields.update(kw)
-    return dataclasses.replace(HeadConfig(), **fields)
+    return dataclasses.replace(base, **fields)
 
 
 def test_build_box_head_rfcn_matches_direct_construction():
@@ -398,7 +402,7 @@ def test_build_box_head_fast_rcnn(pooler):
 
 
 def test_build_box_head_with_default_head_config():
-    cfg = HeadConfig()
+    cfg = RFCNHeadConfig()
     head = build_box_head(cfg, in_channels=C_IN, num_classes=K, feature_stride=16)
     assert isinstance(head, RFCNHead) and head.deformable
     assert head.rfcn_cls.out_channels == 7 * 7 * (K + 1)
@@ -439,7 +443,7 @@ def test_bad_constructor_arguments_are_rejected():
 def test_build_box_head_rejects_bad_type_and_stride():
     with pytest.raises(ValueError, match=r"model\.head\.type.*'mask'"):
         # A stand-in object: the config loader itself already rejects unknown types.
-        bad = types.SimpleNamespace(**{**dataclasses.asdict(HeadConfig()), "type": "mask"})
+        bad = types.SimpleNamespace(**{**dataclasses.asdict(RFCNHeadConfig()), "type": "mask"})
         build_box_head(bad, in_channels=C_IN, num_classes=K, feature_stride=16)
     with pytest.raises(ValueError, match=r"feature_stride.*0"):
         build_box_head(_cfg(), in_channels=C_IN, num_classes=K, feature_stride=0)

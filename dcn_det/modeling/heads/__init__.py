@@ -1,4 +1,4 @@
-"""Box heads: R-FCN and Faster R-CNN, and ``build_box_head`` mapping a HeadConfig onto them.
+"""Box heads: R-FCN and Faster R-CNN, and ``build_box_head`` mapping a head config onto them.
 
 Both heads share one interface: ``forward(feature (N, C, H, W), rois (R, 5)) ->
 (cls_logits (R, K+1), box_deltas (R, B, 4))`` with background at class index K and B = 1 for a
@@ -17,10 +17,11 @@ def build_box_head(cfg_head, in_channels: int, num_classes: int,
     """Builds the box head that ``cfg_head.type`` names.
 
     Args:
-        cfg_head: the ``model.head`` section (HeadConfig). Read here: type, conv_channels,
-            conv_lr_mult, deformable (rfcn), pooler (fast_rcnn), group_size (rfcn), pooled_size,
-            sample_per_part, trans_std, offset_lr_mult, fc_dim (fast_rcnn),
-            class_agnostic_bbox, hidden_init, score_lr_mult (rfcn). The learning-rate
+        cfg_head: the ``model.head`` section, an ``RFCNHeadConfig`` or a
+            ``FastRCNNHeadConfig``. Read here: type, conv_channels, conv_lr_mult,
+            pooled_size, sample_per_part, trans_std, offset_lr_mult, class_agnostic_bbox,
+            hidden_init; R-FCN also deformable, group_size, score_lr_mult; Faster R-CNN also
+            pooler, fc_dim. The learning-rate
             multipliers are passed as configured, so a config states the official values itself (R-FCN: conv 3.0, offsets 1.0;
             Faster R-CNN: conv 1.0, offset fc 0.01).
         in_channels: channels of the backbone feature the head reads (``cfg_head.in_feature``).
