@@ -143,9 +143,10 @@ def test_bad_inputs_are_reported():
 # Every config under configs/ with the real backbone and heads (build_model).
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
+# ablation/studies/ holds variants files of tools/ablate.py, which are not configs
 CONFIGS = sorted(str(p.relative_to(CONFIG_DIR)) for p in CONFIG_DIR.rglob("*.yaml")
-                 if "_base_" not in p.parts)
-PAPER_CONFIGS = [c for c in CONFIGS if not c.startswith("demo/")]
+                 if "_base_" not in p.parts and "studies" not in p.parts)
+PAPER_CONFIGS = [c for c in CONFIGS if not c.startswith(("demo/", "ablation/"))]
 
 # Shrinks a config so one training and one inference step take well under a second.
 SMALL = ["model.backbone.depth=18", "model.backbone.width_mult=0.125",
@@ -158,7 +159,8 @@ SMALL = ["model.backbone.depth=18", "model.backbone.width_mult=0.125",
 
 def test_config_list_is_complete():
     assert len(PAPER_CONFIGS) == 20
-    assert {"demo/rfcn_dcn_synthetic.yaml", "demo/faster_rcnn_dcn_synthetic.yaml"} <= set(CONFIGS)
+    assert {"demo/rfcn_dcn_synthetic.yaml", "demo/faster_rcnn_dcn_synthetic.yaml",
+            "ablation/rfcn_short.yaml", "ablation/rfcn_shorter.yaml"} <= set(CONFIGS)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
