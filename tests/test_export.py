@@ -20,7 +20,7 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 TINY = ["model.backbone.depth=18", "model.backbone.width_mult=0.125", "model.backbone.norm=bn",
         "model.backbone.pretrained=''", "model.rpn.conv_channels=16",
         "model.rpn.pre_nms_topk_test=200", "model.rpn.post_nms_topk_test=50",
-        "model.head.conv_channels=32", "model.head.fc_dim=32", "model.num_classes=3",
+        "model.head.conv_channels=32", "model.num_classes=3",
         "data.min_size_test=64", "data.max_size_test=96", "data.test.synthetic.num_classes=3"]
 
 NUM_CLASSES = 3
@@ -77,7 +77,8 @@ def real_tiny_model(arch: str = "rfcn"):
     The offset layers are zero-initialised (deformable = plain at start); small random
     offsets make the deformable sampling paths matter.
     """
-    cfg = load_config(os.path.join(CONFIG_DIR, "demo", f"{arch}_dcn_synthetic.yaml"), TINY)
+    small = TINY + (["model.head.fc_dim=32"] if arch == "faster_rcnn" else [])
+    cfg = load_config(os.path.join(CONFIG_DIR, "demo", f"{arch}_dcn_synthetic.yaml"), small)
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()
     with torch.no_grad():

@@ -15,7 +15,7 @@ DEMO = {"rfcn": os.path.join(ROOT, "configs/demo/rfcn_dcn_synthetic.yaml"),
 TINY = ["model.backbone.depth=18", "model.backbone.width_mult=0.125", "model.backbone.norm=bn",
         "model.backbone.pretrained=''", "model.rpn.conv_channels=16",
         "model.rpn.pre_nms_topk_test=200", "model.rpn.post_nms_topk_test=50",
-        "model.head.conv_channels=32", "model.head.fc_dim=32", "model.num_classes=3",
+        "model.head.conv_channels=32", "model.num_classes=3",
         "data.min_size_test=96", "data.max_size_test=128", "data.num_workers=0",
         "data.test.synthetic.num_classes=3", "data.test.synthetic.image_size=[96,128]",
         "data.test.synthetic.min_object_size=12", "data.test.synthetic.num_images=4",
@@ -23,8 +23,13 @@ TINY = ["model.backbone.depth=18", "model.backbone.width_mult=0.125", "model.bac
 NAMES = ["disc", "square", "triangle"]
 
 
+# Shrinks the Faster R-CNN head's own fc layers too.
+TINY_FAST_RCNN = ["model.head.fc_dim=32"]
+
+
 def tiny_config(arch="rfcn", extra=()):
-    return load_config(DEMO[arch], TINY + list(extra))
+    small = TINY + (TINY_FAST_RCNN if arch == "faster_rcnn" else [])
+    return load_config(DEMO[arch], small + list(extra))
 
 
 def tiny_model(arch="rfcn", extra=(), offset_std=0.02, seed=0):
