@@ -83,19 +83,31 @@ def _fmt(v, spec):
     return format(v, spec) if v is not None else "-"
 
 
+def _ms(v):
+    """A time in ms: two decimals under 10 ms (the NMS rows), one above."""
+    return "-" if v is None else format(v, ".2f" if v < 10 else ".1f")
+
+
 def print_table(rows: list) -> None:
-    """Prints the rows with the ratios ours/dense and ref/ours (from interleaved rounds)."""
+    """Prints the rows with the ratios ours/dense and ref/ours (from interleaved rounds), and
+    torchvision's time and tv/ours when any row has one (torchvision imported)."""
+    with_tv = any(r.get("tv_ms") is not None for r in rows)
     head = (f"{'op':<18} {'shape':<44} {'mode':<8} {'ours ms':>9} {'dense ms':>9} "
             f"{'ref ms':>9} {'ours/dense':>10} {'ref/ours':>9}")
+    if with_tv:
+        head += f" {'tv ms':>9} {'tv/ours':>8}"
     print(head)
     print("-" * len(head))
     for r in rows:
         dense, ref = r.get("dense_ms"), r.get("ref_ms")
         ref_ratio = r.get("ref_over_ours", ref / r["ours_ms"] if ref else None)
-        print(f"{r['op']:<18} {r['shape']:<44} {r['mode']:<8} {r['ours_ms']:>9.1f} "
-              f"{_fmt(dense, '9.1f'):>9} {_fmt(ref, '9.1f'):>9} "
-              f"{_fmt(r['ours_ms'] / dense if dense else None, '10.2f'):>10} "
-              f"{_fmt(ref_ratio, '9.1f'):>9}")
+        line = (f"{r['op']:<18} {r['shape']:<44} {r['mode']:<8} {_ms(r['ours_ms']):>9} "
+                f"{_ms(dense):>9} {_ms(ref):>9} "
+                f"{_fmt(r['ours_ms'] / dense if dense else None, '10.2f'):>10} "
+                f"{_fmt(ref_ratio, '9.1f'):>9}")
+        if with_tv:
+            line += f" {_ms(r.get('tv_ms')):>9} {_fmt(r.get('tv_over_ours'), '8.2f'):>8}"
+        print(line)
 
 
 def main(argv=None) -> None:

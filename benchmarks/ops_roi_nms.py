@@ -1,12 +1,15 @@
-"""roi_align and nms against their pure-PyTorch references (collected by ``benchmarks/ops.py``).
+"""roi_align and nms against their pure-PyTorch references, and batched_nms with many
+categories against torchvision's (collected by ``benchmarks/ops.py``).
 
 ``cases(device, repeats) -> list[dict]``: one row per case with the op, the shape, the pass
-("fwd" or "fwd+bwd"), the median times of ours and of the reference in milliseconds.
+("fwd" or "fwd+bwd"), the median times of ours and of the reference (or of torchvision,
+``tv_ms``, when it imports) in milliseconds.
 """
 import torch
 
+from benchmarks import batched_nms as nms_cases
 from benchmarks.timing import time_ms
-from dcn_det.ops import nms, roi_align
+from dcn_det.ops import batched_nms, nms, roi_align
 from dcn_det.ops.reference import nms_ref, roi_align_ref
 
 
@@ -66,6 +69,27 @@ def bench_nms(device: str, repeats: int) -> list:
                  max(1, repeats // 2))]
 
 
+def bench_batched_nms(device: str, repeats: int) -> list:
+    """batched_nms at 1000/4000/10000 boxes in 1/20/80 categories, IoU 0.5 (the cases of
+    ``benchmarks/batched_nms.py``); torchvision's time and tv/ours when torchvision imports."""
+    tv = nms_cases.torchvision_batched_nms()
+    rows = []
+    for n, c in nms_cases.all_cases():
+        boxes, scores, idxs = (t.to(device) for t in nms_cases.make_case(n, c))
+        kept = batched_nms(boxes, scores, idxs, nms_cases.IOU).numel()
+        fns = [lambda: batched_nms(boxes, scores, idxs, nms_cases.IOU)]
+        if tv is not None:
+            fns.append(lambda: tv(boxes, scores, idxs, nms_cases.IOU))
+        times = time_ms(fns, device, repeats, warmup=1)
+        row = dict(op="batched_nms", shape=f"{n} boxes {c} classes -> {kept} kept, IoU 0.5",
+                   mode="fwd", ours_ms=times[0])
+        if tv is not None:
+            row.update(tv_ms=times[1], tv_over_ours=times[1] / times[0])
+        rows.append(row)
+    return rows
+
+
 def cases(device: str, repeats: int = 5) -> list:
     """All rows of this file's benchmarks on ``device``."""
-    return bench_roi_align(device, repeats) + bench_nms(device, repeats)
+    return (bench_roi_align(device, repeats) + bench_nms(device, repeats)
+            + bench_batched_nms(device, repeats))

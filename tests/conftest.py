@@ -1,8 +1,16 @@
 """Shared pytest fixtures and options."""
 import importlib
+import os
 
 import pytest
 import torch
+
+# One intra-op thread in the test process (DCN_DET_TEST_THREADS=N for more). On the shared
+# 2-core machine a 2-thread pool stalls at every parallel region whenever its second thread has
+# lost its core to another process: tests/ops took 104 s with 2 threads and 17 s with 1 at load
+# average ~5. The kernels' multi-threaded paths are still run, by tests/ops/test_threads.py,
+# which sets 2 threads for itself. (The tools the tests start run with OMP_NUM_THREADS=1 too.)
+torch.set_num_threads(int(os.environ.get("DCN_DET_TEST_THREADS", "1")))
 
 
 def _torchvision_ops():

@@ -322,6 +322,7 @@ def test_onnx_without_onnx_says_so(tmp_path, model):
         pytest.skip("onnx is installed; test_onnx_export covers it")
 
 
+@pytest.mark.slow  # ONNX export
 def test_onnx_export(tmp_path, model):
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
@@ -337,6 +338,7 @@ def test_onnx_export(tmp_path, model):
     _assert_same([torch.from_numpy(g) for g in got], want)
 
 
+@pytest.mark.slow  # ONNX export
 def test_onnx_deform_conv_matches_onnxruntime(tmp_path):
     """Our deform_conv2d -> ONNX DeformConv gives the same numbers in onnxruntime."""
     pytest.importorskip("onnxscript")
@@ -356,6 +358,7 @@ def test_onnx_deform_conv_matches_onnxruntime(tmp_path):
     torch.testing.assert_close(torch.from_numpy(got), conv(x).detach(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # ONNX export
 @pytest.mark.parametrize("arch", ["rfcn", "faster_rcnn"])
 def test_onnx_export_of_the_real_detector(tmp_path, arch):
     """The deformable detectors export: standard DeformConv / NonMaxSuppression nodes and the

@@ -198,6 +198,7 @@ def _run(script, *args):
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
 
 
+@pytest.mark.slow  # tools/export.py and tools/infer.py in subprocesses
 def test_export_and_infer_tools_write_pngs(tmp_path, real):
     _, _, ckpt, _, _ = real
     model_file = str(tmp_path / "exported.pth")

@@ -73,7 +73,13 @@ constexpr int64_t kColumnBytes = int64_t(16) << 20;
 
 // Bilinear corner weights at (y, x) with the zero-outside rule: a corner contributes only if
 // it lies inside the image. Corner order: (y0,x0), (y0,x1), (y1,x0), (y1,x1). Returns false
-// (and leaves outputs zero) when no corner can contribute; NaN coordinates land here too.
+// (and leaves outputs zero) when no corner lies inside; NaN coordinates land here too.
+//
+// y = -1 exactly is kept (it is inside the range, not cut off): its value is 0 (the only inside
+// corner, row 0, has weight ly = 0), but its derivative by y is row 0's value. That is the
+// one-sided derivative that floor-based weights give at every integer, and what the float64
+// reference and torchvision return; cutting y = -1 off zeroed the offset gradient of every
+// border tap of a zero-offset, padding-1 convolution. y = H (or beyond) has no inside corner.
 template <typename scalar_t>
 inline bool corners(scalar_t y, scalar_t x, int64_t H, int64_t W, int32_t idx[4],
                     bool valid[4], scalar_t& ly, scalar_t& lx) {
@@ -82,9 +88,9 @@ inline bool corners(scalar_t y, scalar_t x, int64_t H, int64_t W, int32_t idx[4]
     valid[i] = false;
   }
   ly = lx = 0;
-  if (!(y > -1 && y < H && x > -1 && x < W)) return false;
+  if (!(y >= -1 && y < H && x >= -1 && x < W)) return false;
   // floor without libm (std::floor is a call on the baseline x86-64 target, no SSE4.1): truncate
-  // toward zero, then step down for negative non-integers (y, x > -1 here).
+  // toward zero, then step down for negative non-integers (y, x >= -1 here).
   int64_t y0 = static_cast<int64_t>(y), x0 = static_cast<int64_t>(x);
   y0 -= static_cast<scalar_t>(y0) > y ? 1 : 0;
   x0 -= static_cast<scalar_t>(x0) > x ? 1 : 0;

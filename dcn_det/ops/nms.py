@@ -22,6 +22,18 @@ def _nms_fake(boxes, scores, iou_threshold):
     return boxes.new_empty((num_kept,), dtype=torch.int64)
 
 
+@torch.library.register_fake("dcn_det::_batched_nms")
+def _batched_nms_fake(boxes, scores, idxs, iou_threshold):
+    torch._check(boxes.dim() == 2 and boxes.size(1) == 4,
+                 lambda: f"_batched_nms: boxes must have shape (N, 4), got {tuple(boxes.shape)}")
+    torch._check(scores.dim() == 1 and scores.size(0) == boxes.size(0),
+                 lambda: f"_batched_nms: scores must have shape (N,), got {tuple(scores.shape)}")
+    torch._check(idxs.dim() == 1 and idxs.size(0) == boxes.size(0),
+                 lambda: f"_batched_nms: idxs must have shape (N,), got {tuple(idxs.shape)}")
+    num_kept = torch.library.get_ctx().new_dynamic_size()
+    return boxes.new_empty((num_kept,), dtype=torch.int64)
+
+
 def _check_boxes_scores(boxes, scores) -> None:
     _validate.check_tensor(boxes, "boxes", 2, "(N, 4) XYXY")
     if boxes.size(1) != 4:
@@ -62,9 +74,19 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
                 iou_threshold: float) -> torch.Tensor:
     """NMS within each category: boxes with different ``idxs`` never suppress each other.
 
-    Each category is moved to its own disjoint region of the plane (an offset of
-    ``idxs * (max - min + 1)`` on every coordinate) and a single :func:`nms` runs over all.
-    The shift is done in float64 so that large offsets do not round the boxes.
+    Two equivalent paths:
+
+    - per category (eager calls on the CPU): the native ``_batched_nms`` kernel runs the greedy
+      NMS on each category's boxes separately, in float64, costing the sum of n_c^2 over the
+      categories rather than N^2;
+    - class offset (CUDA, and under ``torch.compile``/``torch.export``, whose graphs and ONNX
+      mapping know only ``nms``): each category is moved to its own disjoint region of the plane
+      (an offset of ``idxs * (max - min + 1)`` on every coordinate) and a single :func:`nms`
+      runs over all. The shift is done in float64 so that large offsets do not round the boxes.
+
+    Both visit boxes by decreasing score (ties: lower index first) and compute IoU in float64,
+    so they keep the same boxes in the same order whenever the float64 shift is exact (float32
+    and half boxes of ordinary magnitudes; tests/ops/test_nms.py checks it).
 
     Args:
         boxes: ``(N, 4)`` XYXY.
@@ -89,6 +111,14 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
     # branch is then treated as "not empty" and the code below is also correct for N = 0.
     if guard_or_false(boxes.numel() == 0):
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    if boxes.device.type == "cpu" and not torch.compiler.is_compiling():
+        return torch.ops.dcn_det._batched_nms(boxes, scores, idxs, float(iou_threshold))
+    return _batched_nms_offset(boxes, scores, idxs, iou_threshold)
+
+
+def _batched_nms_offset(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
+                        iou_threshold: float) -> torch.Tensor:
+    """The class-offset path of :func:`batched_nms` (inputs already checked)."""
     boxes64 = boxes.to(torch.float64)
     # max - min + 1 (not just max + 1) keeps categories apart when coordinates are negative.
     flat = torch.cat([boxes64.reshape(-1), boxes64.new_zeros(1)])  # max/min of empty fail

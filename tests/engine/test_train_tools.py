@@ -7,11 +7,15 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from dcn_det.io.checkpoint import load_file
 
 from .conftest import ROOT, tool
+
+# Every test here runs tools/*.py in subprocesses (training the tiny model).
+pytestmark = pytest.mark.slow
 
 
 def _ckpts(out):
@@ -64,16 +68,21 @@ def test_crash_and_resume_gives_the_same_weights(tiny_config, tmp_path):
         time.sleep(0.05)
     p.kill()  # a crash: no handler runs
     p.wait()
-    assert "model_0000009.pth" in _ckpts(out) and "model_final.pth" not in _ckpts(out)
-    # the newest checkpoint is truncated as if the crash hit mid-write of a non-atomic save
-    newest = sorted(n for n in _ckpts(out) if n.startswith("model_"))[-1]
-    if newest != "model_0000009.pth":
-        path = os.path.join(out, "checkpoints", newest)
-        data = open(path, "rb").read()
-        open(path, "wb").write(data[: len(data) // 3])
+    names = sorted(n for n in _ckpts(out) if n.startswith("model_"))
+    assert "model_0000009.pth" in names and "model_final.pth" not in names
+    # The newest checkpoint (model_0000009, or a later one if the kill came late) is truncated
+    # as if the crash hit mid-write of a non-atomic save: resuming must skip it and continue
+    # from the one before, and still end with the uninterrupted run's weights.
+    newest, previous = names[-1], names[-2]
+    path = os.path.join(out, "checkpoints", newest)
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 3])
     proc = tool("train", "--config", tiny_config, "--output-dir", out, "--set",
                 "solver.keep_last=0")
-    assert "resumed from" in proc.stdout
+    skipped = [ln for ln in proc.stdout.splitlines() if "skipping unusable checkpoint" in ln]
+    resumed = [ln for ln in proc.stdout.splitlines() if "resumed from" in ln]
+    assert len(skipped) == 1 and newest in skipped[0], proc.stdout[-3000:]
+    assert len(resumed) == 1 and previous in resumed[0], proc.stdout[-3000:]
     a = load_file(os.path.join(ref, "checkpoints", "model_final.pth"))["model"]
     b = load_file(os.path.join(out, "checkpoints", "model_final.pth"))["model"]
     assert a.keys() == b.keys()

@@ -3,11 +3,15 @@ import json
 import math
 import os
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from dcn_det.evaluation import COCOEvaluator, VOCEvaluator
+
+# Two spawned processes in a gloo process group.
+pytestmark = pytest.mark.slow
 
 
 def _box(x, y):

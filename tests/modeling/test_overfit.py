@@ -1,6 +1,7 @@
 """A tiny R-FCN-DCN overfits a handful of synthetic images (issue 4's learning check)."""
 import os
 
+import pytest
 import torch
 
 from dcn_det.config import load_config
@@ -8,6 +9,9 @@ from dcn_det.data.build import build_train_loader
 from dcn_det.engine.optim import build_optimizer
 from dcn_det.evaluation import VOCEvaluator
 from dcn_det.modeling import build_model
+
+# Trains a model until it overfits (tens of seconds).
+pytestmark = pytest.mark.slow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -71,6 +71,61 @@ def test_forward_and_gradients_match_reference(name):
     _assert_matches_reference(make_case(**CONFIGS[name]))
 
 
+def _integer_taps_case(n=2, c_in=4, c_out=3, h=5, w=6, og=1, use_mask=True, mixed=False,
+                       pad=1, dil=1, stride=1):
+    """A case whose every sample lies exactly on an integer row and column, drawn from
+    -2, -1, 0, 1, H-2, H-1, H, H+1 (and likewise for x): the border kinks that random offsets
+    never hit. ``mixed``: x is moved off the integers by a random fraction in every other tap,
+    so that y alone sits on its kink."""
+    h_out, w_out = _out(h, 3, stride, pad, dil), _out(w, 3, stride, pad, dil)
+    u = torch.arange(9) // 3
+    v = torch.arange(9) % 3
+    base_y = (torch.arange(h_out) * stride - pad).view(1, 1, 1, h_out, 1) + (u * dil).view(1, 1, 9, 1, 1)
+    base_x = (torch.arange(w_out) * stride - pad).view(1, 1, 1, 1, w_out) + (v * dil).view(1, 1, 9, 1, 1)
+    ys = torch.tensor([-2, -1, 0, 1, h - 2, h - 1, h, h + 1])
+    xs = torch.tensor([-2, -1, 0, 1, w - 2, w - 1, w, w + 1])
+    shape = (n, og, 9, h_out, w_out)
+    dy = (ys[torch.randint(0, 8, shape)] - base_y).to(F64)
+    dx = (xs[torch.randint(0, 8, shape)] - base_x).to(F64)
+    if mixed:
+        dx[:, :, ::2] += torch.empty_like(dx[:, :, ::2]).uniform_(0.2, 0.8)
+    offset = torch.stack([dy, dx], dim=3).reshape(n, 2 * og * 9, h_out, w_out)
+    return dict(input=torch.randn(n, c_in, h, w, dtype=F64), offset=offset,
+                weight=torch.randn(c_out, c_in, 3, 3, dtype=F64),
+                bias=torch.randn(c_out, dtype=F64),
+                mask=torch.rand(n, og * 9, h_out, w_out, dtype=F64) if use_mask else None,
+                stride=stride, padding=pad, dilation=dil)
+
+
+@pytest.mark.parametrize("use_mask", [True, False])
+@pytest.mark.parametrize("og", [1, 2])
+def test_zero_offsets_border_taps_match_reference(use_mask, og):
+    """Zero offsets with padding = dilation = 1 (every deformable layer at initialisation): the
+    border taps sample exactly at row/column -1, where the offset gradient is the one-sided
+    derivative of the floor-based bilinear weights (row/column 0's values), not 0."""
+    case = make_case(n=2, c_in=4, c_out=3, h=5, w=6, og=og, use_mask=use_mask, offset_std=0.0)
+    assert case["offset"].abs().sum() == 0
+    _assert_matches_reference(case)
+    # The border taps do get a non-zero offset gradient: tap (0, 1) of output row 0 samples
+    # row -1, and its dy gradient is the grad-weighted row 0.
+    out = deform_conv2d(**case)
+    (g_off,) = torch.autograd.grad(out.sum(), [case["offset"]])
+    assert g_off[:, 2 * 1, 0].abs().min() > 0  # dy of tap (u=0, v=1) at output row 0
+
+
+@pytest.mark.parametrize("use_mask", [True, False])
+@pytest.mark.parametrize("og", [1, 2])
+@pytest.mark.parametrize("mixed", [False, True])
+def test_taps_exactly_on_border_rows_match_reference(use_mask, og, mixed):
+    """Taps exactly at -1, 0, H-1 and H (and -2, 1, H-2, H+1) in y and x: every gradient
+    (input, offset, mask, weight, bias) equals the reference's."""
+    _assert_matches_reference(_integer_taps_case(og=og, use_mask=use_mask, mixed=mixed))
+
+
+def test_taps_exactly_on_border_with_stride_and_dilation():
+    _assert_matches_reference(_integer_taps_case(h=7, w=6, og=2, pad=2, dil=2, stride=2))
+
+
 def test_large_input_split_into_column_spans():
     """1152 column rows x 2304 positions in float64 exceed the kernel's 16 MiB column buffer,
     so the positions are processed in several spans (and partial 256-position chunks)."""

@@ -82,6 +82,36 @@ def test_forward_and_grads_match_reference(cfg):
         torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("c_off", [1, 2])
+@pytest.mark.parametrize("group", [1, 2])
+def test_samples_exactly_on_integer_and_border_positions(c_off, group):
+    """Samples exactly on integers (floor = ceil: a zero offset derivative in both), on the
+    skip limits -0.5 and W-0.5 (inclusive) and on the clamp limits 0 and W-1: forward and both
+    gradients equal the reference's. Integer RoIs at spatial_scale 1 with 2x2 bins of 2x2
+    samples make the sample step exactly 1 pixel, starting at x1 - 0.5; an integer offset o
+    with trans_std 1/8 moves the samples by o/2 pixels, onto integers or half-integers."""
+    H, W, P, S, C = 5, 6, 2, 2, 2
+    R = 48
+    x = torch.randn(2, C * group * group, H, W, dtype=torch.float64, requires_grad=True)
+    x1 = torch.randint(-4, W + 1, (R,)).double()
+    y1 = torch.randint(-4, H + 1, (R,)).double()
+    idx = torch.randint(0, 2, (R,)).double()
+    rois = torch.stack([idx, x1, y1, x1 + P * S - 1, y1 + P * S - 1], dim=1)
+    off = torch.randint(-3, 4, (R, 2 * c_off, P, P)).double().requires_grad_()
+    kw = dict(spatial_scale=1.0, output_dim=C, group_size=group, pooled_size=P, part_size=P,
+              sample_per_part=S, trans_std=0.125)
+    out = deform_psroi_pool(x, rois, off, **kw)
+    ref = deform_psroi_pool_ref(x, rois, off, **kw)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    gy = torch.randn_like(out)
+    for g, w in zip(torch.autograd.grad(out, [x, off], gy),
+                    torch.autograd.grad(ref, [x, off], gy)):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+    # The RoIs and offsets reach the skip limits: some bins lose some or all samples.
+    _, count = torch.ops.dcn_det.deform_psroi_pool(x.detach(), rois, off.detach(), *kw.values())
+    assert (count == 0).any() and (count == S * S).any() and ((count > 0) & (count < S * S)).any()
+
+
 def test_configs_exercise_the_edge_cases():
     """The random cases really contain skipped samples, empty bins and moved samples."""
     x, rois, off, kw = make_case(CONFIGS[7])

@@ -90,6 +90,87 @@ def test_batched_equals_per_class(threshold):
     assert torch.all(scores[keep][1:] < scores[keep][:-1])
 
 
+def _many_class_case(num, classes, dtype=torch.float32, score_levels=0):
+    """Clustered boxes (some exact duplicates, negative coordinates) in ``classes`` categories
+    with scattered, negative ids; ``score_levels`` > 0 quantises the scores so that many tie."""
+    boxes, scores = _random_boxes(num, torch.float64, size=300.0)
+    boxes = boxes - 100.0
+    boxes[1::7] = boxes[0::7][: boxes[1::7].size(0)]  # exact duplicate boxes
+    if score_levels:
+        scores = torch.randint(0, score_levels, (num,)).double() / score_levels
+    idxs = torch.randint(0, classes, (num,)) * 7 - 3 * classes  # ids need not be 0..C-1
+    return boxes.to(dtype), scores.to(dtype), idxs
+
+
+@pytest.mark.parametrize("num,classes", [(400, 1), (2000, 20), (3000, 80), (300, 300)])
+@pytest.mark.parametrize("score_levels", [0, 5])
+@pytest.mark.parametrize("threshold", [0.3, 0.7])
+def test_per_class_kernel_equals_class_offset_path(num, classes, score_levels, threshold):
+    """The per-category kernel (eager CPU) and the class-offset nms (CUDA, compile, export)
+    keep the same boxes in the same order, ties included."""
+    from dcn_det.ops.nms import _batched_nms_offset
+    boxes, scores, idxs = _many_class_case(num, classes, score_levels=score_levels)
+    keep = batched_nms(boxes, scores, idxs, threshold)
+    assert torch.equal(keep, torch.ops.dcn_det._batched_nms(boxes, scores, idxs, threshold))
+    assert torch.equal(keep, _batched_nms_offset(boxes, scores, idxs, threshold))
+    if classes * 10 <= num:
+        assert 0 < keep.numel() < num  # real suppression
+    if score_levels:  # ties: equal scores come by lower index
+        s = scores[keep]
+        assert torch.all((s[1:] < s[:-1]) | ((s[1:] == s[:-1]) & (keep[1:] > keep[:-1])))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_per_class_kernel_equals_class_offset_path_other_dtypes(dtype):
+    """float64 boxes on a 1/8 grid (so the offset path's shift is exact), half boxes, and
+    scores with NaN (visited first, as torch.sort orders them)."""
+    from dcn_det.ops.nms import _batched_nms_offset
+    boxes, scores, idxs = _many_class_case(1500, 12, score_levels=7)
+    boxes = (boxes * 8).round() / 8
+    scores[::50] = float("nan")
+    boxes, scores = boxes.to(dtype), scores.to(dtype)
+    keep = batched_nms(boxes, scores, idxs, 0.5)
+    assert torch.equal(keep, _batched_nms_offset(boxes, scores, idxs, 0.5))
+    assert torch.isnan(scores[keep[:5]].float()).all()
+
+
+def test_per_class_kernel_is_per_category_nms():
+    """Against the definition: nms_ref on each category, merged in score order."""
+    boxes, scores, idxs = _many_class_case(600, 30, dtype=torch.float64)
+    expected = []
+    for cls in idxs.unique().tolist():
+        members = torch.nonzero(idxs == cls).flatten()
+        expected += members[nms_ref(boxes[members], scores[members], 0.5)].tolist()
+    expected.sort(key=lambda i: -scores[i].item())  # distinct scores
+    assert batched_nms(boxes, scores, idxs, 0.5).tolist() == expected
+
+
+def test_batched_nms_opcheck_and_compile():
+    boxes, scores, idxs = _many_class_case(80, 5)
+    torch.library.opcheck(torch.ops.dcn_det._batched_nms.default, (boxes, scores, idxs, 0.5))
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(str(gm.graph))
+        return gm.forward
+
+    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):
+        # Compiled, batched_nms takes the class-offset path: only nms is in the graph (which
+        # is what the ONNX mapping of dcn_det/export.py knows).
+        compiled = torch.compile(lambda b, s, i: batched_nms(b, s, i, 0.5), backend=backend,
+                                 fullgraph=True)
+        assert torch.equal(compiled(boxes, scores, idxs), batched_nms(boxes, scores, idxs, 0.5))
+    assert len(graphs) == 1 and "dcn_det.nms" in graphs[0] and "_batched_nms" not in graphs[0]
+
+
+def test_batched_kernel_checks_shapes():
+    with pytest.raises(RuntimeError, match=r"_batched_nms: idxs must have shape \(N,\)"):
+        torch.ops.dcn_det._batched_nms(torch.zeros(3, 4), torch.zeros(3),
+                                       torch.zeros(2, dtype=torch.int64), 0.5)
+    with pytest.raises(RuntimeError, match="idxs must be an integer tensor"):
+        torch.ops.dcn_det._batched_nms(torch.zeros(3, 4), torch.zeros(3), torch.zeros(3), 0.5)
+
+
 def test_batched_separates_classes_with_negative_coordinates():
     # With an offset of only (max + 1) = -0.5 per class these two would overlap and suppress.
     boxes = torch.tensor([[-100.0, -100.0, -1.5, -1.5], [-100.0, -100.0, -1.5, -1.5]])

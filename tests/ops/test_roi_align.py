@@ -94,6 +94,49 @@ def test_gradient_matches_reference_autograd(aligned, ratio):
     torch.testing.assert_close(g_ours, g_ref, rtol=1e-12, atol=1e-12)
 
 
+def _integer_sample_rois(num, batch, height, width, pooled, aligned):
+    """(num, 5) RoIs whose every sample (sampling_ratio 1, spatial_scale 1) lies exactly on an
+    integer row and column, the first one drawn from -2, -1, 0, 1, H-2, H-1, H, H+1 (and likewise
+    for x): the inclusive [-1, H] cut-off and the last-row clamp that random RoIs never hit."""
+    ys = torch.tensor([-2, -1, 0, 1, height - 2, height - 1, height, height + 1])
+    xs = torch.tensor([-2, -1, 0, 1, width - 2, width - 1, width, width + 1])
+    ty = ys[torch.randint(0, 8, (num,))].double()
+    tx = xs[torch.randint(0, 8, (num,))].double()
+    # Bins of 1 or 2 pixels: samples at t, t + bin, ...; x1 = t - bin/2 (+0.5 when aligned).
+    bin_h = torch.randint(1, 3, (num,)).double()
+    bin_w = torch.randint(1, 3, (num,)).double()
+    shift = 0.5 if aligned else 0.0
+    y1, x1 = ty - bin_h / 2 + shift, tx - bin_w / 2 + shift
+    idx = torch.randint(0, batch, (num,)).double()
+    return torch.stack([idx, x1, y1, x1 + bin_w * pooled, y1 + bin_h * pooled], dim=1)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("pooled", [1, 3])
+def test_samples_exactly_on_integer_and_border_positions(aligned, pooled):
+    """Forward and input gradient equal the reference's when samples sit exactly at -1, 0,
+    H-1 and H (inside the inclusive range) and at -2 and H+1 (outside)."""
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    rois = _integer_sample_rois(40, 2, 5, 6, pooled, aligned)
+    out = roi_align(x, rois, pooled, 1.0, 1, aligned)
+    ref = roi_align_ref(x, rois, pooled, 1.0, 1, aligned)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    grad_out = torch.randn_like(ref)
+    (g_ours,) = torch.autograd.grad(out, x, grad_out)
+    (g_ref,) = torch.autograd.grad(ref, x, grad_out)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-12, atol=1e-12)
+    # A single sample at exactly (-1, -1) reads pixel (0, 0) in full; at (-1, W) pixel (0, W-1);
+    # just outside either, nothing.
+    one = torch.tensor([[0, -2.0, -2.0, 0.0, 0.0], [0, 5.0, -2.0, 7.0, 0.0],
+                        [0, -2.5, -2.0, -0.5, 0.0]], dtype=torch.float64)
+    if aligned:
+        one[:, 1:] += 0.5
+    got = roi_align(x.detach(), one, 1, 1.0, 1, aligned)[:, :, 0, 0]
+    torch.testing.assert_close(got[0], x[0, :, 0, 0].detach(), rtol=0, atol=0)
+    torch.testing.assert_close(got[1], x[0, :, 0, 5].detach(), rtol=0, atol=0)
+    assert got[2].abs().max() == 0
+
+
 def test_gradcheck():
     x = torch.randn(2, 2, 5, 6, dtype=torch.float64, requires_grad=True)
     rois = _random_rois(5, 2, 5, 6, 1.0)
