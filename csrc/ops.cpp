@@ -3,7 +3,7 @@
 // Kernels are registered per device in csrc/cpu/<op>.cpp and csrc/cuda/<op>.cu with
 // TORCH_LIBRARY_IMPL(dcn_det, <Device>, m). Fake (meta) kernels, autograd formulas and the
 // autocast policy are registered from Python (dcn_det/ops/*.py) so that torch.compile and
-// torch.export can trace every op. The semantics are those of ../shared/DESIGN.md section 4.
+// torch.export can trace every op. The semantics are those of docs/DESIGN.md section 4.
 #include <Python.h>
 #include <torch/library.h>
 

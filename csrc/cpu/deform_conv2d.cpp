@@ -1,6 +1,6 @@
 // Deformable convolution (v1 and modulated v2), CPU forward and backward kernels.
 //
-// Semantics: ../../shared/DESIGN.md section 4.1 (torchvision's deform_conv2d). Strategy:
+// Semantics: docs/DESIGN.md section 4.1 (torchvision's deform_conv2d). Strategy:
 //   1. A sample table per (offset group g, tap k, output position p) holds the four corner
 //      indices of the bilinear sample and their weights (zero for corners outside the image).
 //      It does not depend on the channel, so it is built once per image and reused by the

@@ -1,5 +1,5 @@
 // CPU kernels of dcn_det::deform_psroi_pool, the official DeformablePSROIPooling operator
-// (../shared/DESIGN.md section 4.2).
+// (docs/DESIGN.md section 4.2).
 //
 // Forward: one task per output element (r, c, ph, pw), parallel with at::parallel_for.
 //

@@ -1,4 +1,4 @@
-// Greedy non-maximum suppression on CPU (../../../shared/DESIGN.md section 4.3).
+// Greedy non-maximum suppression on CPU (docs/DESIGN.md section 4.3).
 //
 // Boxes are visited in decreasing score order (ties: lower index first). A box is kept unless
 // a kept box overlaps it with IoU > iou_threshold, IoU being computed on continuous XYXY boxes

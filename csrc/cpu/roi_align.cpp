@@ -1,4 +1,4 @@
-// RoIAlign on CPU with torchvision's semantics (../../../shared/DESIGN.md section 4.3).
+// RoIAlign on CPU with torchvision's semantics (docs/DESIGN.md section 4.3).
 //
 // For RoI r = [b, x1, y1, x2, y2] (input-image pixels) and bin (ph, pw):
 //   off = aligned ? 0.5 : 0;   x1' = x1*scale - off, ... ;   roi_w = x2' - x1' (>= 1 if !aligned)

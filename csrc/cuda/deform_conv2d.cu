@@ -7,7 +7,7 @@
 // (the only non-deterministic part, so
 // it alerts under torch.use_deterministic_algorithms); grad_offset/grad_mask are reduced over
 // the channels of each offset group by one thread per (b, g, tap, position), deterministically;
-// grad_weight = grad_out @ columns^T. Semantics: ../shared/DESIGN.md section 4.1.
+// grad_weight = grad_out @ columns^T. Semantics: docs/DESIGN.md section 4.1.
 #include <ATen/ATen.h>
 #include <ATen/AccumulateType.h>
 #include <ATen/Context.h>

@@ -1,6 +1,6 @@
 // CUDA kernels of dcn_det::deform_psroi_pool (the official DeformablePSROIPooling operator)
 // and its backward. One thread per output element (r, c, ph, pw); the sampling follows
-// ../shared/DESIGN.md section 4.2 line by line. The backward scatters with acc-type (float32/float64) atomics into
+// docs/DESIGN.md section 4.2 line by line. The backward scatters with acc-type (float32/float64) atomics into
 // grad_input and grad_offset (shared by the bins of one part and the channels of one class), so
 // it alerts under torch.use_deterministic_algorithms.
 #include <ATen/ATen.h>

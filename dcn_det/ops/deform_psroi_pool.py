@@ -1,7 +1,7 @@
 """Deformable position-sensitive RoI pooling (the official ``DeformablePSROIPooling``).
 
 ``deform_psroi_pool`` wraps ``torch.ops.dcn_det.deform_psroi_pool`` (semantics in
-../shared/DESIGN.md section 4.2) with argument checks, a fake kernel, an autograd formula and
+docs/DESIGN.md section 4.2) with argument checks, a fake kernel, an autograd formula and
 a float32 fallback for half inputs on CPU. ``DeformPSRoIPool`` owns the offset branch in the two
 forms of the paper: R-FCN's per-class offset maps ("conv") and the deformable Faster R-CNN's
 fc on the pooled features ("fc").

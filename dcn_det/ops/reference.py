@@ -1,6 +1,6 @@
 """Slow, obviously correct pure-PyTorch oracles of the native ops, used by tests and benchmarks.
 
-Each function transcribes the op's definition in ../shared/DESIGN.md section 4 with plain
+Each function transcribes the op's definition in docs/DESIGN.md section 4 with plain
 tensor operations, favouring clarity over speed, so autograd through it is also the gradient
 oracle for the kernels.
 """

@@ -1,4 +1,4 @@
-"""A tiny R-FCN-DCN overfits a handful of synthetic images (issue 4's learning check)."""
+"""A tiny R-FCN-DCN overfits a handful of synthetic images: the model can learn at all."""
 import os
 
 import pytest
