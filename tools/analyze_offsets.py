@@ -11,9 +11,12 @@ medium / large by box area in original-image pixels, COCO's 32^2 and 96^2 by def
 background, and its effective dilation (mean distance between adjacent sampling locations, in
 pixels of the layer's input map; equals the dilation with zero offsets) is averaged per layer
 and bucket. Prints the table ("mean ± std (count)"), writes DIR/effective_dilation.json and
-DIR/effective_dilation.png (bar chart).
+DIR/effective_dilation.png (bar chart). With several checkpoints (e.g. one per seed) each gets
+DIR/modelK/, and DIR/effective_dilation_across.json holds the mean ± std over them (the
+seed-to-seed spread) of each model's mean, also printed.
 """
 import argparse
+import json
 import os
 import sys
 
@@ -26,7 +29,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
-    parser.add_argument("--checkpoint", required=True, help="training checkpoint or inference file")
+    parser.add_argument("--checkpoint", required=True, nargs="+",
+                        help="training checkpoint(s) or inference file(s); with several (e.g. "
+                             "one per seed), also the mean ± std over them")
     parser.add_argument("--max-images", type=int, default=100, help="images measured at most")
     parser.add_argument("--area-thresholds", type=float, nargs=2, default=[32.0 ** 2, 96.0 ** 2],
                         metavar=("SMALL", "LARGE"),
@@ -42,37 +47,52 @@ def main(argv=None) -> int:
                                   format_dilation_table, has_deformable_conv,
                                   plot_dilation_table, write_dilation_json)
     from dcn_det.analysis.buckets import check_area_thresholds
+    from dcn_det.analysis.dilation_table import across_tables, format_across_tables
     from dcn_det.data.build import build_test_loader
     from dcn_det.distributed import select_device
-    from dcn_det.io.model_file import read_model_file
-    from dcn_det.io.model_file import build_inference_model
+    from dcn_det.io.model_file import build_inference_model, read_model_file
 
     try:
         thresholds = check_area_thresholds(args.area_thresholds)
     except ValueError as e:
         parser.error(f"--area-thresholds: {e}")
     device = select_device(cfg.runtime.device)
-    # The architecture comes from the file (as trained), the data settings from --config.
-    file_cfg, state, _ = read_model_file(args.checkpoint)
-    model = build_inference_model(file_cfg, state, device)
-    if not has_deformable_conv(model):
-        print(f"error: the model in {args.checkpoint!r} has no deformable convolution "
-              "(model.backbone.deform_stages is empty): no effective dilation to measure",
-              file=sys.stderr)
-        return 2
-    groups = {m.offset_groups for _, m in find_deformable_convs(model)}
-    if args.group is not None and not 0 <= args.group < min(groups):
-        parser.error(f"--group must be in [0, {min(groups)}) (offset groups: {sorted(groups)}), "
-                     f"got {args.group}")
-    table = effective_dilation_table(model, build_test_loader(cfg.data),
-                                     max_images=args.max_images, area_thresholds=thresholds,
-                                     group=args.group)
     out = cfg.runtime.output_dir
-    print(format_dilation_table(table))
-    print(f"wrote {write_dilation_json(table, os.path.join(out, 'effective_dilation.json'))}")
-    print(f"wrote {plot_dilation_table(table, os.path.join(out, 'effective_dilation.png'))}")
+    several = len(args.checkpoint) > 1
+    tables = []
+    for k, path in enumerate(args.checkpoint):
+        # The architecture comes from the file (as trained), the data settings from --config.
+        file_cfg, state, _ = read_model_file(path)
+        model = build_inference_model(file_cfg, state, device)
+        if not has_deformable_conv(model):
+            print(f"error: the model in {path!r} has no deformable convolution "
+                  "(model.backbone.deform_stages is empty): no effective dilation to measure",
+                  file=sys.stderr)
+            return 2
+        groups = {m.offset_groups for _, m in find_deformable_convs(model)}
+        if args.group is not None and not 0 <= args.group < min(groups):
+            parser.error(f"--group must be in [0, {min(groups)}) (offset groups: "
+                         f"{sorted(groups)}), got {args.group}")
+        table = effective_dilation_table(model, build_test_loader(cfg.data),
+                                         max_images=args.max_images,
+                                         area_thresholds=thresholds, group=args.group)
+        tables.append(table)
+        folder = os.path.join(out, f"model{k}") if several else out
+        if several:
+            print(f"{path}:")
+        print(format_dilation_table(table))
+        print(f"wrote {write_dilation_json(table, os.path.join(folder, 'effective_dilation.json'))}")
+        print(f"wrote {plot_dilation_table(table, os.path.join(folder, 'effective_dilation.png'))}")
+    if several:
+        summary = across_tables(tables)
+        summary["checkpoints"] = list(args.checkpoint)
+        print(format_across_tables(summary))
+        path = os.path.join(out, "effective_dilation_across.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump(summary, f, indent=2)
+        os.replace(path + ".tmp", path)
+        print(f"wrote {path}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(run_main(main))

@@ -260,3 +260,55 @@ def plot_dilation_table(table: DilationTable, path: str) -> str:
         means=mean.t().tolist(), stds=std.t().tolist(),
         title=f"Effective dilation ({table.num_images} images)",
         ylabel="input-map pixels")
+
+
+def across_tables(tables: Sequence[DilationTable]) -> Dict[str, Any]:
+    """Per layer and bucket, the mean and sample std (ddof 1) over tables of each table's mean.
+
+    For models trained with different seeds this is the seed-to-seed spread of the effective
+    dilation, which :meth:`DilationTable.std` (the spread over locations of one model) is not.
+
+    Args:
+        tables: two or more tables of the same layers (e.g. one per seed).
+
+    Returns:
+        ``{"layers", "buckets", "num_tables", "stats": {layer: {bucket: {"mean", "std",
+        "n"}}}}``; a bucket empty in some table averages the others (``n`` says how many).
+
+    Raises:
+        ValueError: fewer than two tables, or tables of different layers.
+    """
+    if len(tables) < 2:
+        raise ValueError(f"across_tables needs at least two tables, got {len(tables)}")
+    layers = list(tables[0].layers)
+    if any(list(t.layers) != layers for t in tables):
+        raise ValueError("the tables measure different layers: "
+                         + "; ".join(str(list(t.layers)) for t in tables))
+    means = torch.stack([t.mean() for t in tables])  # (T, L, 4), NaN = empty bucket
+    stats = {}
+    for i, layer in enumerate(layers):
+        stats[layer] = {}
+        for j, bucket in enumerate(tables[0].buckets):
+            vals = [float(v) for v in means[:, i, j] if not math.isnan(float(v))]
+            n = len(vals)
+            mean = sum(vals) / n if n else None
+            std = (math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else None)
+            stats[layer][bucket] = {"mean": mean, "std": std, "n": n}
+    return {"layers": layers, "buckets": list(tables[0].buckets), "num_tables": len(tables),
+            "stats": stats}
+
+
+def format_across_tables(summary: Dict[str, Any]) -> str:
+    """``across_tables`` as text: rows = layers, cells ``"mean ± std over tables"``."""
+    cells = [[("-" if s["n"] == 0 else f"{s['mean']:.2f}"
+               + (f" ± {s['std']:.2f}" if s["std"] is not None else ""))
+              for s in (summary["stats"][layer][b] for b in summary["buckets"])]
+             for layer in summary["layers"]]
+    name_w = max([len("layer")] + [len(n) for n in summary["layers"]])
+    col_w = max([len(b) for b in summary["buckets"]] + [len(c) for row in cells for c in row])
+    lines = [f"effective dilation, mean ± std over {summary['num_tables']} models (each "
+             "model's mean over locations)",
+             f"{'layer':<{name_w}}  " + "  ".join(f"{b:>{col_w}}" for b in summary["buckets"])]
+    lines += [f"{layer:<{name_w}}  " + "  ".join(f"{c:>{col_w}}" for c in row)
+              for layer, row in zip(summary["layers"], cells)]
+    return "\n".join(lines)

@@ -88,3 +88,23 @@ def test_accumulator_buckets_mean_and_std():
     d = table.to_dict()
     assert d["stats"]["res5.0.conv2"]["medium"] == {"mean": None, "std": None, "count": 0}
     assert d["stats"]["res5.0.conv2"]["background"]["count"] == 8
+
+
+def test_across_tables_mean_and_seed_spread():
+    from dcn_det.analysis.dilation_table import DilationTable, across_tables
+
+    def table(values, counts):
+        count = torch.tensor([counts], dtype=torch.float64)
+        total = torch.tensor([values], dtype=torch.float64) * count
+        return DilationTable(["res5.0.conv2"], {"res5.0.conv2": (2, 2)}, count, total,
+                             total * 0)
+
+    tabs = [table([2.0, 3.0, 4.0, 1.0], [1, 2, 3, 4]), table([4.0, 5.0, 0.0, 1.0], [1, 2, 0, 4]),
+            table([3.0, 4.0, 6.0, 1.0], [5, 5, 5, 5])]
+    s = across_tables(tabs)["stats"]["res5.0.conv2"]
+    assert s["small"] == {"mean": 3.0, "std": 1.0, "n": 3}
+    assert s["large"]["n"] == 2 and s["large"]["mean"] == 5.0  # an empty bucket is left out
+    assert s["large"]["std"] == pytest.approx(2 ** 0.5)
+    assert s["background"]["std"] == 0.0
+    with pytest.raises(ValueError, match="at least two"):
+        across_tables(tabs[:1])

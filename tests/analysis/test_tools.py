@@ -134,3 +134,24 @@ def test_analyze_offsets_rejects_a_model_without_deformable_conv(tmp_path, capsy
         ["--config", DEMO["rfcn"], "--checkpoint", ckpt, "--output-dir", str(tmp_path / "o"),
          "--set", *TINY])
     assert rc == 2 and "no deformable convolution" in capsys.readouterr().err
+
+
+def test_analyze_offsets_over_several_checkpoints(tmp_path, capsys):
+    # Two "seeds": zero offsets (dilation 2 everywhere) and random offsets.
+    zero = _save_model(tmp_path, "zero.pth", offset_std=0.0, inference_file=False)
+    moved = _save_model(tmp_path, "moved.pth", offset_std=0.05, inference_file=False)
+    out = tmp_path / "analysis"
+    rc = load_tool("analyze_offsets").main(
+        ["--config", DEMO["rfcn"], "--checkpoint", zero, moved, "--output-dir", str(out),
+         "--max-images", "2", "--set", *TINY])
+    printed = capsys.readouterr().out
+    assert rc == 0 and "mean ± std over 2 models" in printed
+    per_model = [json.loads((out / f"model{k}" / "effective_dilation.json").read_text())
+                 for k in (0, 1)]
+    across = json.loads((out / "effective_dilation_across.json").read_text())
+    assert across["checkpoints"] == [zero, moved] and across["num_tables"] == 2
+    bg = [m["stats"]["res5.1.conv2"]["background"]["mean"] for m in per_model]
+    assert bg[0] == pytest.approx(2.0) and bg[1] != pytest.approx(2.0, abs=1e-3)
+    got = across["stats"]["res5.1.conv2"]["background"]
+    assert got["n"] == 2 and got["mean"] == pytest.approx(sum(bg) / 2, abs=1e-5)
+    assert got["std"] == pytest.approx(abs(bg[0] - bg[1]) / 2 ** 0.5, abs=1e-5)
