@@ -134,6 +134,9 @@ def write_report(runs: Sequence[RunSpec], output_dir: str) -> Dict[str, Any]:
     from dcn_det.plots import grouped_bar_chart
 
     result = aggregate(runs)
+    if not result["metrics"]:
+        raise FileNotFoundError(f"no run of this ablation has results yet: no metrics.json under "
+                                f"{os.path.join(output_dir, 'runs')}")
     _atomic_write(os.path.join(output_dir, "results.json"), json.dumps(result, indent=2))
     _atomic_write(os.path.join(output_dir, "results.md"), format_markdown(result))
     names = list(result["variants"])

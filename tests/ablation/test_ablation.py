@@ -170,6 +170,12 @@ def test_write_report_files(tiny_config, tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_report_without_any_result_is_a_clear_error(tiny_config, tmp_path):
+    runs = plan_runs(tiny_config, {"a": []}, [0], str(tmp_path / "out"))
+    with pytest.raises(FileNotFoundError, match=r"no run of this ablation has results yet.*runs"):
+        write_report(runs, str(tmp_path / "out"))
+
+
 # ------------------------------------------------------------------ running
 
 class _Done:
