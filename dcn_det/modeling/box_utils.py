@@ -54,9 +54,12 @@ class BoxCoder:
         """Applies ``deltas (N, ..., 4)`` to ``reference (N, 4)`` -> boxes ``(N, ..., 4)``.
 
         The middle dimensions (e.g. one set of deltas per class) broadcast against the
-        single reference box of each row.
+        single reference box of each row. Computed in float32 or wider, whatever the dtype
+        of ``deltas``.
         """
-        ref = reference.to(deltas.dtype)
+        # At least float32: half precision (under autocast) cannot hold pixel coordinates.
+        dtype = torch.promote_types(deltas.dtype, torch.float32)
+        deltas, ref = deltas.to(dtype), reference.to(dtype)
         extra = deltas.dim() - 2
         shape = (ref.shape[0],) + (1,) * extra
         pw = (ref[:, 2] - ref[:, 0]).view(shape)

@@ -220,3 +220,33 @@ def test_build_model_rejects_inconsistent_configs():
                       SMALL + ["model.rpn.anchor_stride=32"])
     with pytest.raises(ValueError, match="anchor_stride=32"):
         build_model(cfg.model)
+
+
+@pytest.mark.parametrize("name", ["demo/rfcn_dcn_synthetic.yaml",
+                                  "demo/faster_rcnn_dcn_synthetic.yaml"])
+def test_rois_and_boxes_stay_float32_under_autocast(name):
+    # CPU autocast to bfloat16 stands in for CUDA AMP: the convolutions run in half, but RoIs,
+    # proposals and decoded boxes (pixel coordinates) must stay float32.
+    cfg = load_small(name)
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    seen, rpn_out = [], []
+    model.roi_heads.box_head.register_forward_pre_hook(
+        lambda module, args: seen.append((args[0].dtype, args[1].dtype)))
+    model.rpn.head.register_forward_hook(lambda m, args, out: rpn_out.append(out[1].dtype))
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, 96, 128), dtype=torch.uint8, generator=g)]
+    targets = [{"boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0]]), "labels": torch.tensor([0])}]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.train()
+        losses = model(images, targets)
+        model.eval()
+        with torch.no_grad():
+            proposals, _ = model.rpn(model.preprocess(images),
+                                     model.backbone(model.preprocess(images).tensor)["res4"])
+            det = model(images)[0]
+    assert seen and all(rois == torch.float32 for _, rois in seen)
+    assert rpn_out and all(d == torch.bfloat16 for d in rpn_out)  # the RPN did run in half
+    assert all(p.dtype == torch.float32 for p in proposals)
+    assert det["boxes"].dtype == torch.float32 and det["scores"].dtype == torch.float32
+    assert all(torch.isfinite(v) for v in losses.values())

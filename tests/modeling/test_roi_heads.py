@@ -56,7 +56,7 @@ PROPS = torch.tensor([[0.0, 0.0, 10.0, 6.0], [0.0, 0.0, 4.0, 10.0], [0.0, 0.0, 0
 def test_training_labels_targets_and_exact_losses():
     head = _zero(LinearHead(3, 1))
     roi_heads = RoIHeads(box_head=head, num_classes=3, bg_iou_lo=0.1).train()
-    boxes, classes, targets = roi_heads._label_rois([PROPS], [GT])
+    boxes, classes, targets = roi_heads.label_and_sample_proposals([PROPS], [GT])
     # The GT itself is a candidate: GT + the 0.6 proposal are foreground, the 0.4 one is bg.
     fg_first = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 6.0]])
     assert sorted(map(tuple, boxes[0][:2].tolist())) == sorted(map(tuple, fg_first.tolist()))

@@ -93,13 +93,23 @@ class RoIHeads(nn.Module):
         if self.training:
             if targets is None:
                 raise ValueError("RoIHeads.forward: targets are required in training mode")
-            return [], self._train(feature, proposals, targets)
-        return self._inference(feature, proposals, image_sizes), {}
+            boxes, classes, box_targets = self.label_and_sample_proposals(proposals, targets)
+            cls_logits, deltas = self.run_box_head(feature, boxes)
+            return [], self.losses(cls_logits, deltas, boxes, classes, box_targets)
+        cls_logits, deltas = self.run_box_head(feature, proposals)
+        return self.inference(cls_logits, deltas, proposals, image_sizes), {}
 
-    def _run_head(self, feature: torch.Tensor, boxes: List[torch.Tensor]
-                  ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Calls the box head on per-image boxes and checks its output shapes."""
-        rois = boxes_to_rois(boxes).to(feature)
+    def run_box_head(self, feature: torch.Tensor, boxes: List[torch.Tensor]
+                     ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Calls the box head on per-image boxes and checks its output shapes.
+
+        The RoIs stay float32 whatever the feature's dtype (under autocast the feature may be
+        half, which cannot hold pixel coordinates); the pooling ops take that mix.
+
+        Returns:
+            ``cls_logits (R, K+1)`` and ``box_deltas (R, B, 4)`` of the ``R`` boxes, in order.
+        """
+        rois = boxes_to_rois(boxes).to(device=feature.device, dtype=torch.float32)
         cls_logits, deltas = self.box_head(feature, rois)
         r, k = rois.shape[0], self.num_classes
         if cls_logits.shape != (r, k + 1) or deltas.dim() != 3 or deltas.shape[0] != r \
@@ -110,12 +120,17 @@ class RoIHeads(nn.Module):
                 f"({r}, {k + 1}) and ({r}, 1 or {k}, 4)")
         return cls_logits, deltas
 
-    def _label_rois(self, proposals: List[torch.Tensor], targets: List[Dict[str, torch.Tensor]]):
-        """Per image: the candidate RoIs, their class targets and box targets.
+    def label_and_sample_proposals(self, proposals: List[torch.Tensor],
+                                   targets: List[Dict[str, torch.Tensor]]):
+        """Per image: the training RoIs, their class targets and box targets.
 
-        Returns lists of ``boxes (S_i, 4)``, ``classes (S_i,)`` int64 (``K`` = background)
-        and ``box_targets (S_i, 4)`` (zeros for background), where the ``S_i`` RoIs are the
-        sampled ones, or every labelled one under OHEM.
+        The GT boxes join the proposals; each candidate is matched to the GT; then
+        ``batch_size_per_image`` are sampled (at most ``positive_fraction`` foreground), or,
+        under OHEM, every labelled one is kept (``losses`` picks the hardest).
+
+        Returns:
+            Lists over images of ``boxes (S_i, 4)`` XYXY input px, ``classes (S_i,)`` int64
+            (``K`` = background) and ``box_targets (S_i, 4)`` float32 (zeros for background).
         """
         all_boxes, all_classes, all_targets = [], [], []
         for props, tgt in zip(proposals, targets):
@@ -131,19 +146,22 @@ class RoIHeads(nn.Module):
             keep = torch.cat((pos, neg))
             classes = torch.full((keep.numel(),), self.num_classes, dtype=torch.int64,
                                  device=props.device)
-            box_targets = cand.new_zeros((keep.numel(), 4))
+            box_targets = cand.new_zeros((keep.numel(), 4), dtype=torch.float32)
             if pos.numel():
                 classes[:pos.numel()] = gt_labels[matched[pos]]
-                box_targets[:pos.numel()] = self.box_coder.encode(gt_boxes[matched[pos]], cand[pos])
+                box_targets[:pos.numel()] = self.box_coder.encode(gt_boxes[matched[pos]],
+                                                                  cand[pos])
             all_boxes.append(cand[keep])
             all_classes.append(classes)
             all_targets.append(box_targets)
         return all_boxes, all_classes, all_targets
 
-    def _per_roi_losses(self, cls_logits: torch.Tensor, deltas: torch.Tensor,
-                        classes: torch.Tensor, box_targets: torch.Tensor
-                        ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Unreduced ``(R,)`` cross-entropy and ``(R,)`` smooth-L1 (0 for background)."""
+    def per_roi_losses(self, cls_logits: torch.Tensor, deltas: torch.Tensor,
+                       classes: torch.Tensor, box_targets: torch.Tensor
+                       ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Unreduced ``(R,)`` cross-entropy and ``(R,)`` smooth-L1 (0 for background), in
+        float32."""
+        cls_logits, deltas = cls_logits.float(), deltas.float()
         ce = F.cross_entropy(cls_logits, classes, reduction="none")
         fg = classes < self.num_classes
         if deltas.shape[1] == 1:
@@ -152,40 +170,53 @@ class RoIHeads(nn.Module):
             # Background rows pick class 0's deltas; they are masked out below.
             pred = deltas[torch.arange(deltas.shape[0], device=deltas.device),
                           classes.clamp(max=self.num_classes - 1)]
-        box = F.smooth_l1_loss(pred, box_targets, beta=self.smooth_l1_beta,
+        box = F.smooth_l1_loss(pred, box_targets.float(), beta=self.smooth_l1_beta,
                                reduction="none").sum(dim=1)
         return ce, box * fg.to(box.dtype)
 
-    def _train(self, feature: torch.Tensor, proposals: List[torch.Tensor],
-               targets: List[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
-        """``loss_cls`` and ``loss_box`` over the sampled (or hardest) RoIs."""
-        boxes, classes, box_targets = self._label_rois(proposals, targets)
-        cls_logits, deltas = self._run_head(feature, boxes)
-        classes_t = torch.cat(classes)
-        targets_t = torch.cat(box_targets).to(deltas.dtype)
-        ce, box = self._per_roi_losses(cls_logits, deltas, classes_t, targets_t)
+    def hardest(self, ce: torch.Tensor, box: torch.Tensor, counts: Sequence[int]
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """OHEM: per image (``counts`` RoIs each, in order), the ``batch_size_per_image`` RoIs
+        with the largest classification + box loss; the selection needs no gradient."""
+        hardness = (ce + box).detach()
+        keep, start = [], 0
+        for n in counts:
+            k = min(n, self.batch_size_per_image)
+            keep.append(hardness[start:start + n].topk(k).indices + start)
+            start += n
+        keep_t = torch.cat(keep)
+        return ce[keep_t], box[keep_t]
+
+    def losses(self, cls_logits: torch.Tensor, deltas: torch.Tensor, boxes: List[torch.Tensor],
+               classes: List[torch.Tensor], box_targets: List[torch.Tensor]
+               ) -> Dict[str, torch.Tensor]:
+        """``loss_cls`` and ``loss_box`` over the sampled RoIs, or under OHEM the hardest.
+
+        Args:
+            cls_logits, deltas: the box head's outputs for ``torch.cat(boxes)``.
+            boxes, classes, box_targets: from :meth:`label_and_sample_proposals`.
+        """
+        ce, box = self.per_roi_losses(cls_logits, deltas, torch.cat(classes),
+                                      torch.cat(box_targets))
         if self.ohem:
-            # Keep, per image, the RoIs with the largest loss; selection needs no gradient.
-            hardness = (ce + box).detach()
-            keep, start = [], 0
-            for b in boxes:
-                n = b.shape[0]
-                k = min(n, self.batch_size_per_image)
-                keep.append(hardness[start:start + n].topk(k).indices + start)
-                start += n
-            keep_t = torch.cat(keep)
-            ce, box = ce[keep_t], box[keep_t]
+            ce, box = self.hardest(ce, box, [b.shape[0] for b in boxes])
         # max(., 1): no RoI at all gives zero losses, never NaN.
         norm = float(max(ce.numel(), 1))
         return {"loss_cls": ce.sum() / norm, "loss_box": box.sum() / norm}
 
-    def _inference(self, feature: torch.Tensor, proposals: List[torch.Tensor],
-                   image_sizes: List[Tuple[int, int]]) -> List[Dict[str, torch.Tensor]]:
-        """Per-image detections (see the class docstring)."""
-        cls_logits, deltas = self._run_head(feature, proposals)
-        probs = F.softmax(cls_logits, dim=1)[:, :self.num_classes]
-        props = torch.cat(proposals).to(deltas.dtype)
-        boxes = self.box_coder.decode(deltas, props)
+    def inference(self, cls_logits: torch.Tensor, deltas: torch.Tensor,
+                  proposals: List[torch.Tensor], image_sizes: List[Tuple[int, int]]
+                  ) -> List[Dict[str, torch.Tensor]]:
+        """Per-image detections (see the class docstring); scores and boxes in float32.
+
+        Args:
+            cls_logits, deltas: the box head's outputs for ``torch.cat(proposals)``.
+            proposals: per image ``(P_i, 4)`` XYXY input px.
+            image_sizes: per image unpadded ``(h, w)``.
+        """
+        probs = F.softmax(cls_logits.float(), dim=1)[:, :self.num_classes]
+        props = torch.cat(proposals).float()
+        boxes = self.box_coder.decode(deltas.float(), props)
         boxes = boxes.expand(-1, self.num_classes, -1)  # class-agnostic: one box for all
         results, start = [], 0
         for props_i, size in zip(proposals, image_sizes):

@@ -115,7 +115,7 @@ class RPN(nn.Module):
         out = []
         for i, size in enumerate(image_sizes):
             boxes = clip_boxes(self.box_coder.decode(deltas[i], anchors), size)
-            scores = objectness[i]
+            scores = objectness[i].float()  # ranked with the float32 boxes
             keep = nonempty_boxes(boxes, self.min_size)
             boxes, scores = boxes[keep], scores[keep]
             scores, order = scores.topk(min(pre_k, scores.numel()))
