@@ -3,12 +3,12 @@
 The head's offset branch is re-run for the boxes asked about (e.g. the final detections,
 not the proposals the head pooled at inference), on the feature the head sees:
 
-* R-FCN (``RFCNHead``, offset_branch "conv"): ``f = relu(conv_new(feature))``, the pooling's
-  ``conv_offset(f)`` maps are PS-RoI pooled without offsets into ``(R, 2*C_off, part, part)``;
-  ``pool_cls`` has one field per class (``C_off = K+1``, background last), of which the
-  box's class is taken; ``pool_bbox`` has one shared field.
-* Faster R-CNN (``FastRCNNHead``, offset_branch "fc"): ``f`` is RoI pooled without offsets
-  and ``fc_offset`` gives one shared field ``(R, 2, part, part)``.
+* R-FCN (``RFCNHead.offsets``): ``f = relu(conv_new(feature))``; the ``cls_offset(f)`` maps
+  are PS-RoI pooled without offsets into ``(R, 2*(K+1), part, part)``, one field per class
+  (background last), of which the box's class is taken; ``bbox_offset`` gives one shared
+  field.
+* Faster R-CNN (``FastRCNNHead.offsets``): ``f`` is RoI pooled without offsets and
+  ``offset_fc`` gives one shared field ``(R, 2, part, part)``.
 
 Bin geometry is the operator's (``deform_psroi_pool``, DESIGN 4.2), in feature-map pixels
 at ``spatial_scale = 1/s``: ``x1' = round(x1)/s - 0.5``, ``x2' = (round(x2) + 1)/s - 0.5`` (C
@@ -27,7 +27,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from dcn_det.ops import DeformPSRoIPool, deform_psroi_pool
+from dcn_det.ops import DeformPSRoIPool
 
 
 def _c_round(x: torch.Tensor) -> torch.Tensor:
@@ -36,7 +36,7 @@ def _c_round(x: torch.Tensor) -> torch.Tensor:
 
 
 def deformable_pool_of(box_head: nn.Module, branch: str = "cls") -> Optional[DeformPSRoIPool]:
-    """The deformable pooling module of a box head, or None when it pools without offsets.
+    """The pooling module whose bins a head's learned offsets move, or None without them.
 
     Args:
         box_head: an ``RFCNHead`` or ``FastRCNNHead``.
@@ -44,9 +44,10 @@ def deformable_pool_of(box_head: nn.Module, branch: str = "cls") -> Optional[Def
     """
     if branch not in ("cls", "bbox"):
         raise ValueError(f"branch must be 'cls' or 'bbox', got {branch!r}")
-    pool = getattr(box_head, f"pool_{branch}", None) or getattr(box_head, "pool", None)
-    if isinstance(pool, DeformPSRoIPool) and pool.offset_branch in ("conv", "fc"):
-        return pool
+    if getattr(box_head, "deformable", False):  # R-FCN with deformable PS-RoI pooling
+        return getattr(box_head, f"pool_{branch}")
+    if getattr(box_head, "pooler", None) == "deformable":  # Faster R-CNN
+        return box_head.pool
     return None
 
 
@@ -66,24 +67,17 @@ def pool_offsets(box_head: nn.Module, feature: torch.Tensor, rois: torch.Tensor,
     Raises:
         ValueError: the head has no deformable pooling.
     """
-    pool = deformable_pool_of(box_head, branch)
-    if pool is None:
+    if deformable_pool_of(box_head, branch) is None:
         raise ValueError(f"{type(box_head).__name__} has no deformable RoI pooling (R-FCN: "
                          "model.head.deformable=false; Faster R-CNN: model.head.pooler is not "
                          "'deformable'), so it has no bins to draw")
     rois = rois.to(feature)
     # The same hidden conv the head's forward applies before pooling.
     f = torch.relu(box_head.conv_new(feature))
-    common = dict(spatial_scale=pool.spatial_scale, group_size=pool.group_size,
-                  part_size=pool.part_size, sample_per_part=pool.sample_per_part,
-                  trans_std=pool.trans_std)
-    if pool.offset_branch == "conv":
-        maps = pool.conv_offset(f)
-        return deform_psroi_pool(maps, rois, None, output_dim=2 * pool.offset_classes,
-                                 pooled_size=pool.part_size, **common)
-    plain = deform_psroi_pool(f, rois, None, output_dim=pool.output_dim,
-                              pooled_size=pool.pooled_size, **common)
-    return pool.fc_offset(plain.flatten(1)).view(-1, 2, pool.part_size, pool.part_size)
+    offsets = box_head.offsets(f, rois)
+    if isinstance(offsets, tuple):  # R-FCN: (cls, bbox)
+        return offsets[0] if branch == "cls" else offsets[1]
+    return offsets
 
 
 @dataclass

@@ -148,21 +148,10 @@ torch.library.register_autocast(_OP, "cpu", torch.float32)
 
 
 class DeformPSRoIPool(nn.Module):
-    """Deformable PS-RoI pooling together with the branch that predicts its offsets.
+    """Deformable PS-RoI pooling as a module: the op with its fixed arguments, no parameters.
 
-    ``offset_branch`` selects the paper's form:
-
-    * ``"none"``: plain (non-deformable) PS-RoI pooling; ``forward(x, rois)``.
-    * ``"conv"`` (deformable R-FCN): a zero-initialised 1x1 conv ``conv_offset`` maps
-      ``offset_features`` to ``2*C_off*G*G`` position-sensitive offset maps, which are PS-pooled
-      (no offset) into per-RoI offsets ``(R, 2*C_off, part, part)``;
-      ``forward(x, rois, offset_features)``.
-    * ``"fc"`` (deformable Faster R-CNN, usually ``group_size=1``): ``x`` is pooled without
-      offsets, flattened, and a zero-initialised ``fc_offset`` Linear gives ``(R, 2, part,
-      part)``; ``forward(x, rois)``.
-
-    Zero initialisation makes every form start as the plain pooling. The offset submodule carries
-    ``lr_mult = offset_lr_mult`` for the optimizer builder.
+    The offsets come from the caller (the box heads own the branches that predict them:
+    R-FCN's per-class conv in ``rfcn_head.py``, Faster R-CNN's fc in ``fast_rcnn_head.py``).
 
     Args:
         spatial_scale: feature-map pixels per image pixel (1/16 for stride 16).
@@ -172,27 +161,12 @@ class DeformPSRoIPool(nn.Module):
         part_size: offset grid per side (default ``pooled_size``).
         sample_per_part: bilinear samples per bin side.
         trans_std: scale of the offsets.
-        offset_branch: ``"none"``, ``"conv"`` or ``"fc"``.
-        offset_in_channels: channels of ``offset_features`` ("conv" only, required there).
-        offset_classes: ``C_off`` for "conv" (default ``output_dim``; must divide it).
-        offset_lr_mult: learning-rate multiplier of the offset branch.
     """
 
     def __init__(self, spatial_scale: float, output_dim: int, group_size: int, pooled_size: int,
                  part_size: Optional[int] = None, sample_per_part: int = 4,
-                 trans_std: float = 0.1, offset_branch: str = "none",
-                 offset_in_channels: Optional[int] = None, offset_classes: Optional[int] = None,
-                 offset_lr_mult: float = 1.0):
+                 trans_std: float = 0.1):
         super().__init__()
-        if offset_branch not in ("none", "conv", "fc"):
-            raise ValueError(
-                f"offset_branch must be 'none', 'conv' or 'fc', got {offset_branch!r}")
-        if offset_branch != "conv" and (offset_in_channels is not None
-                                        or offset_classes is not None):
-            raise ValueError(
-                "offset_in_channels and offset_classes are only used by offset_branch='conv', "
-                f"got offset_branch={offset_branch!r} with offset_in_channels="
-                f"{offset_in_channels!r}, offset_classes={offset_classes!r}")
         self.spatial_scale = float(spatial_scale)
         self.output_dim = output_dim
         self.group_size = group_size
@@ -200,61 +174,25 @@ class DeformPSRoIPool(nn.Module):
         self.part_size = pooled_size if part_size is None else part_size
         self.sample_per_part = sample_per_part
         self.trans_std = float(trans_std)
-        self.offset_branch = offset_branch
-        part = self.part_size
-        if offset_branch == "conv":
-            if not isinstance(offset_in_channels, int) or offset_in_channels <= 0:
-                raise ValueError("offset_branch='conv' needs offset_in_channels, a positive int, "
-                                 f"got {offset_in_channels!r}")
-            c_off = output_dim if offset_classes is None else offset_classes
-            if not isinstance(c_off, int) or c_off <= 0 or output_dim % c_off:
-                raise ValueError(f"offset_classes must be a positive divisor of output_dim "
-                                 f"({output_dim}), got {offset_classes!r}")
-            self.offset_classes = c_off
-            self.conv_offset = nn.Conv2d(offset_in_channels, 2 * c_off * group_size ** 2, 1)
-            nn.init.zeros_(self.conv_offset.weight)
-            nn.init.zeros_(self.conv_offset.bias)
-            self.conv_offset.lr_mult = float(offset_lr_mult)
-        elif offset_branch == "fc":
-            self.offset_classes = 1
-            self.fc_offset = nn.Linear(output_dim * pooled_size ** 2, 2 * part * part)
-            nn.init.zeros_(self.fc_offset.weight)
-            nn.init.zeros_(self.fc_offset.bias)
-            self.fc_offset.lr_mult = float(offset_lr_mult)
-
-    def _pool(self, x, rois, offset, output_dim, pooled_size):
-        return deform_psroi_pool(
-            x, rois, offset, self.spatial_scale, output_dim, self.group_size, pooled_size,
-            self.part_size, self.sample_per_part, self.trans_std)
 
     def forward(self, x: torch.Tensor, rois: torch.Tensor,
-                offset_features: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Pools ``x`` over ``rois`` with the branch's offsets.
+                offset: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Pools ``x`` over ``rois``, each bin shifted by ``offset`` (None = plain pooling).
 
         Args:
             x: ``(N, output_dim*G*G, H, W)`` feature map at ``spatial_scale`` of the image.
             rois: ``(R, 5)`` rows ``[batch_index, x1, y1, x2, y2]`` in input-image pixels.
-            offset_features: ``(N, offset_in_channels, H, W)`` ("conv" only; required there).
+            offset: ``(R, 2*C_off, part, part)`` normalised offsets or None.
 
         Returns:
             ``(R, output_dim, P, P)``.
         """
-        if (offset_features is not None) != (self.offset_branch == "conv"):
-            raise ValueError(
-                f"offset_features must be given exactly when offset_branch='conv'; "
-                f"offset_branch={self.offset_branch!r}, offset_features "
-                f"{'is None' if offset_features is None else 'was given'}")
-        offset = None
-        if self.offset_branch == "conv":
-            maps = self.conv_offset(offset_features)
-            offset = self._pool(maps, rois, None, 2 * self.offset_classes, self.part_size)
-        elif self.offset_branch == "fc":
-            plain = self._pool(x, rois, None, self.output_dim, self.pooled_size)
-            offset = self.fc_offset(plain.flatten(1)).view(-1, 2, self.part_size, self.part_size)
-        return self._pool(x, rois, offset, self.output_dim, self.pooled_size)
+        return deform_psroi_pool(x, rois, offset, self.spatial_scale, self.output_dim,
+                                 self.group_size, self.pooled_size, self.part_size,
+                                 self.sample_per_part, self.trans_std)
 
     def extra_repr(self) -> str:
         return (f"spatial_scale={self.spatial_scale}, output_dim={self.output_dim}, "
                 f"group_size={self.group_size}, pooled_size={self.pooled_size}, "
                 f"part_size={self.part_size}, sample_per_part={self.sample_per_part}, "
-                f"trans_std={self.trans_std}, offset_branch={self.offset_branch!r}")
+                f"trans_std={self.trans_std}")

@@ -50,8 +50,8 @@ def test_rfcn_bins_move_by_offset_times_trans_std_times_roi_size_of_the_class():
     vals = torch.tensor([[0.5, -0.3], [-1.0, 0.2], [0.1, 0.7], [2.0, 2.0]])  # (class, x/y)
     with torch.no_grad():
         # Constant offset maps: field o (2*class + x/y) is read from channels (o*G + gh)*G + gw.
-        head.pool_cls.conv_offset.weight.zero_()
-        head.pool_cls.conv_offset.bias.copy_(vals.reshape(2 * c_off, 1).expand(2 * c_off, g * g)
+        head.cls_offset.weight.zero_()
+        head.cls_offset.bias.copy_(vals.reshape(2 * c_off, 1).expand(2 * c_off, g * g)
                                              .reshape(-1))
     feature = torch.randn(1, 8, 10, 12)
     labels = torch.tensor([1, 0, 2])
@@ -77,8 +77,8 @@ def test_faster_rcnn_bins_move_per_part_by_the_fc_offsets():
                         spatial_scale=1 / 16).eval()
     field = torch.arange(18, dtype=torch.float32).view(2, 3, 3) / 10 - 0.8  # x then y, per bin
     with torch.no_grad():
-        head.pool.fc_offset.weight.zero_()
-        head.pool.fc_offset.bias.copy_(field.reshape(-1))
+        head.offset_fc.weight.zero_()
+        head.offset_fc.bias.copy_(field.reshape(-1))
     bins = deformable_pool_bins(head, torch.randn(1, 8, 10, 12), BOXES, torch.tensor([0, 1, 2]))
     roi_wh = OP_ROIS[:, 2:] - OP_ROIS[:, :2]
     expected = field.permute(1, 2, 0)[None] * 0.1 * roi_wh[:, None, None]  # (R, P, P, 2)

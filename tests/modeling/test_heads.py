@@ -61,9 +61,9 @@ def test_rfcn_shapes_and_official_channel_counts(deformable, agnostic, group_siz
     # Official class-agnostic head keeps background + foreground box maps.
     assert head.rfcn_bbox.out_channels == gg * 4 * (2 if agnostic else K + 1)
     if deformable:
-        assert head.pool_cls.conv_offset.out_channels == 2 * gg * (K + 1)
-        assert head.pool_bbox.conv_offset.out_channels == 2 * gg
-        assert head.pool_cls.conv_offset.in_channels == CONV
+        assert head.cls_offset.out_channels == 2 * gg * (K + 1)
+        assert head.bbox_offset.out_channels == 2 * gg
+        assert head.cls_offset.in_channels == CONV
     else:
         assert not any("offset" in n for n, _ in head.named_parameters())
     cls, box = head(_feature(), _rois())
@@ -111,7 +111,7 @@ def test_rfcn_deformable_pooling_settings():
     head = _rfcn(deformable=True, class_agnostic_bbox=True, trans_std=0.1,
                  sample_per_part=3).double()
     with torch.no_grad():
-        for conv in (head.pool_cls.conv_offset, head.pool_bbox.conv_offset):
+        for conv in (head.cls_offset, head.bbox_offset):
             conv.weight.normal_(std=0.5)
     feature, rois = _feature(torch.float64), _rois(torch.float64)
     seen = []
@@ -121,9 +121,9 @@ def test_rfcn_deformable_pooling_settings():
     f = torch.relu(head.conv_new(feature))
     common = dict(spatial_scale=1.0 / STRIDE, group_size=3, pooled_size=3, part_size=3,
                   sample_per_part=3)
-    for maps, pool, dim, c_off, out in ((head.rfcn_cls(f), head.pool_cls, K + 1, K + 1, seen[0]),
-                                        (head.rfcn_bbox(f), head.pool_bbox, 8, 1, seen[1])):
-        offset = deform_psroi_pool(pool.conv_offset(f), rois, None, output_dim=2 * c_off,
+    for maps, conv, dim, c_off, out in ((head.rfcn_cls(f), head.cls_offset, K + 1, K + 1, seen[0]),
+                                        (head.rfcn_bbox(f), head.bbox_offset, 8, 1, seen[1])):
+        offset = deform_psroi_pool(conv(f), rois, None, output_dim=2 * c_off,
                                    trans_std=0.0, **common)
         expected = deform_psroi_pool(maps, rois, offset, output_dim=dim, trans_std=0.1, **common)
         torch.testing.assert_close(out, expected, rtol=1e-12, atol=0)
@@ -191,7 +191,7 @@ def test_rfcn_deformable_starts_as_plain_pooling(agnostic):
     torch.testing.assert_close(out[1], ref[1], rtol=1e-12, atol=1e-14)
     # The offsets are really used: non-zero offset convs move the bins and change both outputs.
     with torch.no_grad():
-        for conv in (dcn.pool_cls.conv_offset, dcn.pool_bbox.conv_offset):
+        for conv in (dcn.cls_offset, dcn.bbox_offset):
             conv.weight.normal_(std=5.0)
     moved = dcn(feature, rois)
     assert not torch.allclose(moved[0], ref[0])
@@ -208,7 +208,7 @@ def test_fast_rcnn_deformable_starts_as_plain_pooling():
     torch.testing.assert_close(out[0], ref[0], rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(out[1], ref[1], rtol=1e-12, atol=1e-14)
     with torch.no_grad():
-        dcn.pool.fc_offset.bias.normal_(std=3.0)
+        dcn.offset_fc.bias.normal_(std=3.0)
     moved = dcn(feature, rois)
     assert not torch.allclose(moved[0], ref[0])
 
@@ -232,13 +232,13 @@ def _sgd_step_changes_offsets(head, offset_layers):
 def test_rfcn_gradients_reach_offset_convs():
     head = _rfcn(deformable=True).double()
     before, after = _sgd_step_changes_offsets(
-        head, [head.pool_cls.conv_offset, head.pool_bbox.conv_offset])
+        head, [head.cls_offset, head.bbox_offset])
     assert not torch.allclose(before, after)
 
 
 def test_fast_rcnn_gradients_reach_offset_fc():
     head = _fast(pooler="deformable").double()
-    before, after = _sgd_step_changes_offsets(head, [head.pool.fc_offset])
+    before, after = _sgd_step_changes_offsets(head, [head.offset_fc])
     assert not torch.allclose(before, after)
 
 
@@ -246,16 +246,16 @@ def test_fast_rcnn_gradients_reach_offset_fc():
 
 def test_rfcn_lr_mult_attributes():
     head = _rfcn(deformable=True, conv_lr_mult=3.0, offset_lr_mult=0.5)
-    assert _lr_mults(head) == {"conv_new": 3.0, "pool_cls.conv_offset": 0.5,
-                               "pool_bbox.conv_offset": 0.5}
+    assert _lr_mults(head) == {"conv_new": 3.0, "cls_offset": 0.5,
+                               "bbox_offset": 0.5}
     assert _lr_mults(_rfcn(deformable=False)) == {"conv_new": 3.0}
     # Defaults are the official ones: conv x3, offset convs x1 (the paper's default beta).
-    assert _lr_mults(_rfcn()) == {"conv_new": 3.0, "pool_cls.conv_offset": 1.0,
-                                  "pool_bbox.conv_offset": 1.0}
+    assert _lr_mults(_rfcn()) == {"conv_new": 3.0, "cls_offset": 1.0,
+                                  "bbox_offset": 1.0}
 
 
 def test_fast_rcnn_lr_mult_attributes():
-    assert _lr_mults(_fast(pooler="deformable")) == {"conv_new": 1.0, "pool.fc_offset": 0.01}
+    assert _lr_mults(_fast(pooler="deformable")) == {"conv_new": 1.0, "offset_fc": 0.01}
     assert _lr_mults(_fast(pooler="roi_align", conv_lr_mult=2.0)) == {"conv_new": 2.0}
 
 
@@ -265,7 +265,7 @@ def test_rfcn_init_is_official():
         assert abs(conv.weight.std().item() - 0.01) < 0.001
         assert conv.weight.mean().abs() < 0.001
         assert torch.count_nonzero(conv.bias) == 0
-    for conv in (head.pool_cls.conv_offset, head.pool_bbox.conv_offset):
+    for conv in (head.cls_offset, head.bbox_offset):
         assert torch.count_nonzero(conv.weight) == 0 and torch.count_nonzero(conv.bias) == 0
 
 
@@ -275,8 +275,8 @@ def test_fast_rcnn_init_is_official():
     for layer in (head.conv_new, head.fc1, head.fc2, head.cls_score, head.bbox_pred):
         assert abs(layer.weight.std().item() - 0.01) < 0.0015, layer
         assert torch.count_nonzero(layer.bias) == 0
-    assert torch.count_nonzero(head.pool.fc_offset.weight) == 0
-    assert torch.count_nonzero(head.pool.fc_offset.bias) == 0
+    assert torch.count_nonzero(head.offset_fc.weight) == 0
+    assert torch.count_nonzero(head.offset_fc.bias) == 0
 
 
 
@@ -294,7 +294,7 @@ def test_kaiming_hidden_init_rescales_only_the_hidden_layers():
     assert torch.count_nonzero(head.conv_new.bias) == 0
     for conv in (head.rfcn_cls, head.rfcn_bbox):
         assert abs(conv.weight.std().item() - 0.01) < 0.001
-    assert torch.count_nonzero(head.pool_cls.conv_offset.weight) == 0
+    assert torch.count_nonzero(head.cls_offset.weight) == 0
     fast = FastRCNNHead(in_channels=64, num_classes=K, conv_channels=32, fc_dim=256,
                         hidden_init="kaiming")
     for layer in (fast.conv_new, fast.fc1, fast.fc2):
@@ -302,7 +302,7 @@ def test_kaiming_hidden_init_rescales_only_the_hidden_layers():
         assert torch.count_nonzero(layer.bias) == 0
     for layer in (fast.cls_score, fast.bbox_pred):
         assert abs(layer.weight.std().item() - 0.01) < 0.0015, layer
-    assert torch.count_nonzero(fast.pool.fc_offset.weight) == 0
+    assert torch.count_nonzero(fast.offset_fc.weight) == 0
 
 
 def test_kaiming_hidden_init_keeps_the_activation_scale():
@@ -369,7 +369,7 @@ def test_build_box_head_rfcn_matches_direct_construction():
     assert _lr_mults(built) == _lr_mults(direct)
     with torch.no_grad():  # non-zero offsets so trans_std and the scale both matter
         for head in (built, direct):
-            head.pool_cls.conv_offset.weight.fill_(0.3)
+            head.cls_offset.weight.fill_(0.3)
     feature, rois = _feature(), _rois()
     for a, b in zip(built(feature, rois), direct(feature, rois)):
         # Outputs at init are ~1e-4, so compare relatively (the default atol would hide a
@@ -393,7 +393,7 @@ def test_build_box_head_fast_rcnn(pooler):
     if pooler == "deformable":  # non-zero offsets so trans_std matters
         with torch.no_grad():
             for head in (built, direct):
-                head.pool.fc_offset.bias.fill_(0.5)
+                head.offset_fc.bias.fill_(0.5)
     feature, rois = _feature(), _rois()
     for a, b in zip(built(feature, rois), direct(feature, rois)):
         # Outputs at init are ~1e-4, so compare relatively (the default atol would hide a
@@ -407,8 +407,8 @@ def test_build_box_head_with_default_head_config():
     assert isinstance(head, RFCNHead) and head.deformable
     assert head.rfcn_cls.out_channels == 7 * 7 * (K + 1)
     assert _lr_mults(head) == {"conv_new": cfg.conv_lr_mult,
-                               "pool_cls.conv_offset": cfg.offset_lr_mult,
-                               "pool_bbox.conv_offset": cfg.offset_lr_mult}
+                               "cls_offset": cfg.offset_lr_mult,
+                               "bbox_offset": cfg.offset_lr_mult}
     cls, box = head(torch.randn(1, C_IN, 6, 7), torch.tensor([[0, 5.0, 8.0, 80.0, 90.0]]))
     assert cls.shape == (1, K + 1) and box.shape == (1, 1, 4)
 
@@ -447,3 +447,25 @@ def test_build_box_head_rejects_bad_type_and_stride():
         build_box_head(bad, in_channels=C_IN, num_classes=K, feature_stride=16)
     with pytest.raises(ValueError, match=r"feature_stride.*0"):
         build_box_head(_cfg(), in_channels=C_IN, num_classes=K, feature_stride=0)
+
+
+def test_checkpoints_with_the_old_offset_layer_names_load():
+    # Before the offset branches moved into the heads, they lived in the pooling module.
+    rfcn = _rfcn(deformable=True)
+    with torch.no_grad():
+        rfcn.cls_offset.weight.normal_()
+        rfcn.bbox_offset.bias.normal_()
+    renames = {"cls_offset": "pool_cls.conv_offset", "bbox_offset": "pool_bbox.conv_offset"}
+    old = {}
+    for k, v in rfcn.state_dict().items():
+        layer, _, suffix = k.rpartition(".")
+        old[f"{renames.get(layer, layer)}.{suffix}"] = v
+    assert "pool_cls.conv_offset.weight" in old and "cls_offset.weight" not in old
+    fresh = _rfcn(deformable=True)
+    fresh.load_state_dict(old)  # strict
+    for k, v in rfcn.state_dict().items():
+        assert torch.equal(fresh.state_dict()[k], v), k
+    fast = _fast(pooler="deformable")
+    old = {("pool.fc_offset." + k.split(".", 1)[1] if k.startswith("offset_fc.") else k): v
+           for k, v in fast.state_dict().items()}
+    _fast(pooler="deformable").load_state_dict(old)

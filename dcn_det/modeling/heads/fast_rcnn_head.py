@@ -22,7 +22,8 @@ from torch import nn
 
 from dcn_det.ops import DeformPSRoIPool, RoIAlign
 
-from .rfcn_head import check_head_inputs, check_hidden_init, check_positive, init_hidden
+from dcn_det.modeling.heads.common import (check_head_inputs, check_hidden_init, check_positive,
+                                           init_hidden, rename_legacy_keys, zero_offset_layer)
 
 POOLERS = ("deformable", "psroi_plain", "roi_align")
 
@@ -80,9 +81,14 @@ class FastRCNNHead(nn.Module):
             self.pool = DeformPSRoIPool(
                 spatial_scale=spatial_scale, output_dim=conv_channels, group_size=1,
                 pooled_size=pooled_size, part_size=pooled_size,
-                sample_per_part=sample_per_part, trans_std=trans_std,
-                offset_branch="fc" if pooler == "deformable" else "none",
-                offset_lr_mult=offset_lr_mult)
+                sample_per_part=sample_per_part, trans_std=trans_std)
+        if pooler == "deformable":
+            # Offsets from the RoI pooled without offsets (the official offset fc).
+            self.offset_fc = zero_offset_layer(
+                nn.Linear(conv_channels * pooled_size * pooled_size,
+                          2 * pooled_size * pooled_size), offset_lr_mult)
+        self.pooled_size = pooled_size
+        self._register_load_state_dict_pre_hook(self._legacy_keys)
         self.fc1 = nn.Linear(conv_channels * pooled_size * pooled_size, fc_dim)
         self.fc2 = nn.Linear(fc_dim, fc_dim)
         self.cls_score = nn.Linear(fc_dim, num_classes + 1)
@@ -92,11 +98,28 @@ class FastRCNNHead(nn.Module):
     def _init_weights(self, hidden_init: str) -> None:
         # Official init_weight_rcnn (resnet_v1_101_rcnn_dcn): N(0, 0.01) weights for every new
         # layer, the box regressor included (detectron's 0.001 is not the official value), and
-        # zero biases. The offset fc is zero-initialised by DeformPSRoIPool.
+        # zero biases. The offset fc is zero-initialised (zero_offset_layer).
         for layer in (self.conv_new, self.fc1, self.fc2, self.cls_score, self.bbox_pred):
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.zeros_(layer.bias)
         init_hidden([self.conv_new, self.fc1, self.fc2], hidden_init)
+
+    def offsets(self, f: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        """The deformable RoI pooling offsets of each RoI (``pooler="deformable"`` only).
+
+        Args:
+            f: ``(N, conv_channels, H, W)`` = ``relu(conv_new(feature))``.
+            rois: ``(R, 5)`` as in :meth:`forward`.
+
+        Returns:
+            ``(R, 2, P, P)`` normalised offsets (channel 0 x, 1 y), shared by all channels.
+        """
+        p = self.pooled_size
+        return self.offset_fc(self.pool(f, rois).flatten(1)).view(-1, 2, p, p)
+
+    @staticmethod
+    def _legacy_keys(state_dict, prefix, *args):
+        rename_legacy_keys(state_dict, prefix, {"pool.fc_offset": "offset_fc"})
 
     def forward(self, feature: torch.Tensor, rois: torch.Tensor):
         """Scores and box deltas for each RoI.
@@ -113,7 +136,10 @@ class FastRCNNHead(nn.Module):
         """
         check_head_inputs(feature, rois, self.in_channels, type(self).__name__)
         f = torch.relu(self.conv_new(feature))
-        pooled = self.pool(f, rois)  # (R, conv_channels, P, P)
+        if self.pooler == "deformable":
+            pooled = self.pool(f, rois, self.offsets(f, rois))  # (R, conv_channels, P, P)
+        else:
+            pooled = self.pool(f, rois)
         x = torch.relu(self.fc1(pooled.flatten(1)))
         x = torch.relu(self.fc2(x))
         cls_logits = self.cls_score(x)

@@ -7,11 +7,11 @@ This follows the official ``resnet_v1_101_rfcn_dcn`` symbol of msracver/Deformab
     f -> rfcn_bbox 1x1 conv -> G*G*4*S box maps     -> (deformable) PS-RoI pool -> (R, 4*S, P, P)
     each pooled map is averaged over its P x P bins ("vote").
 
-With ``deformable=True`` each pooling owns the official offset branch: a zero-initialised 1x1
-conv on ``f`` gives 2*G*G*(K+1) offset maps for the scores (one offset field per class) and
-2*G*G for the boxes (one field shared by all box channels); these are PS-RoI pooled without
-offsets into per-RoI normalised offsets (R, 2*C_off, P, P) that shift the bins by
-``offset * trans_std * roi_size``.
+With ``deformable=True`` the head owns the official offset branch: zero-initialised 1x1 convs
+on ``f`` give 2*G*G*(K+1) offset maps for the scores (``cls_offset``: one offset field per
+class) and 2*G*G for the boxes (``bbox_offset``: one field shared by all box channels); these
+are PS-RoI pooled without offsets into per-RoI normalised offsets (R, 2*C_off, P, P)
+(:meth:`RFCNHead.offsets`) that shift the bins by ``offset * trans_std * roi_size``.
 
 Class layout: background is the LAST class (index K), unlike the official code (index 0).
 Box slots S: class-agnostic keeps the official two slots (foreground, background) and returns
@@ -20,62 +20,9 @@ the foreground one; class-specific has K+1 slots and returns the K foreground on
 import torch
 from torch import nn
 
+from dcn_det.modeling.heads.common import (check_head_inputs, check_hidden_init, check_positive,
+                                           init_hidden, rename_legacy_keys, zero_offset_layer)
 from dcn_det.ops import DeformPSRoIPool
-from dcn_det.ops._validate import check_rois, check_tensor
-
-
-def check_positive(name: str, value, integer: bool) -> None:
-    """Raises ValueError unless ``value`` is a positive int (``integer``) or positive number."""
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
-        need = "a positive int" if integer else "a positive number"
-        raise ValueError(f"{name} must be {need}, got {value!r}")
-
-
-def check_head_inputs(feature: torch.Tensor, rois: torch.Tensor, in_channels: int,
-                      head: str) -> None:
-    """Raises ValueError unless ``feature`` is (N, in_channels, H, W) and ``rois`` (R, 5) match it."""
-    check_tensor(feature, "feature", 4, f"(N, {in_channels}, H, W)")
-    if feature.size(1) != in_channels:
-        raise ValueError(
-            f"{head} was built with in_channels={in_channels}, but feature has shape "
-            f"{tuple(feature.shape)}; it needs (N, {in_channels}, H, W)")
-    check_rois(rois)
-    # Device only: under autocast the feature may be half while the rois stay float32 (half
-    # cannot hold pixel coordinates), and the pooling ops handle that dtype mix themselves.
-    if rois.device != feature.device:
-        raise ValueError(
-            f"rois is on {rois.device} but feature is on {feature.device}; "
-            "they must be on the same device")
-
-
-HIDDEN_INITS = ("official", "kaiming")
-
-
-def check_hidden_init(hidden_init: str) -> None:
-    """Raises ValueError unless ``hidden_init`` is one of ``HIDDEN_INITS``."""
-    if hidden_init not in HIDDEN_INITS:
-        raise ValueError(f"hidden_init must be one of {HIDDEN_INITS}, got {hidden_init!r}")
-
-
-def init_hidden(layers, hidden_init: str) -> None:
-    """Re-initialises a head's hidden (ReLU-followed) layers when ``hidden_init == "kaiming"``.
-
-    Why: the official N(0, 0.01) keeps the activations of a 1024-wide layer on a pretrained
-    backbone in range, but on a randomly initialised, narrow backbone two such layers in a row
-    shrink the signal (and the gradient reaching the hidden layer) by ~100x, so the classifier
-    barely learns. He-normal (fan-in, ReLU gain) keeps the activation scale through the layer.
-    Biases stay zero; output layers (scores, boxes) keep the official small init.
-
-    Args:
-        layers: ``nn.Conv2d`` / ``nn.Linear`` modules followed by a ReLU.
-        hidden_init: ``"official"`` (leave them as they are) or ``"kaiming"``.
-    """
-    check_hidden_init(hidden_init)
-    if hidden_init == "kaiming":
-        for layer in layers:
-            nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
-            nn.init.zeros_(layer.bias)
 
 
 class RFCNHead(nn.Module):
@@ -140,30 +87,47 @@ class RFCNHead(nn.Module):
         common = dict(spatial_scale=spatial_scale, group_size=group_size,
                       pooled_size=pooled_size, part_size=pooled_size,
                       sample_per_part=sample_per_part, trans_std=trans_std)
+        self.pool_cls = DeformPSRoIPool(output_dim=num_classes + 1, **common)
+        self.pool_bbox = DeformPSRoIPool(output_dim=4 * self.num_box_slots, **common)
         if deformable:
             # One offset field per class for the scores; one field for all box channels.
-            self.pool_cls = DeformPSRoIPool(
-                output_dim=num_classes + 1, offset_branch="conv",
-                offset_in_channels=conv_channels, offset_classes=num_classes + 1,
-                offset_lr_mult=offset_lr_mult, **common)
-            self.pool_bbox = DeformPSRoIPool(
-                output_dim=4 * self.num_box_slots, offset_branch="conv",
-                offset_in_channels=conv_channels, offset_classes=1,
-                offset_lr_mult=offset_lr_mult, **common)
-        else:
-            self.pool_cls = DeformPSRoIPool(output_dim=num_classes + 1, offset_branch="none",
-                                            **common)
-            self.pool_bbox = DeformPSRoIPool(output_dim=4 * self.num_box_slots,
-                                             offset_branch="none", **common)
+            self.cls_offset = zero_offset_layer(
+                nn.Conv2d(conv_channels, 2 * (num_classes + 1) * gg, 1), offset_lr_mult)
+            self.bbox_offset = zero_offset_layer(nn.Conv2d(conv_channels, 2 * gg, 1),
+                                                 offset_lr_mult)
+            # The offset maps are PS-RoI pooled without offsets into per-RoI fields.
+            self.pool_cls_offset = DeformPSRoIPool(output_dim=2 * (num_classes + 1), **common)
+            self.pool_bbox_offset = DeformPSRoIPool(output_dim=2, **common)
+        self._register_load_state_dict_pre_hook(self._legacy_keys)
         self._init_weights(hidden_init)
 
     def _init_weights(self, hidden_init: str) -> None:
         # Official init_weight_rfcn: N(0, 0.01) weights and zero biases; the offset convs are
-        # zero-initialised by DeformPSRoIPool itself, so training starts from plain pooling.
+        # zero-initialised (zero_offset_layer), so training starts from plain pooling.
         for conv in (self.conv_new, self.rfcn_cls, self.rfcn_bbox):
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)
         init_hidden([self.conv_new], hidden_init)
+
+    def offsets(self, f: torch.Tensor, rois: torch.Tensor):
+        """The deformable pooling offsets of each RoI (``deformable=True`` only).
+
+        Args:
+            f: ``(N, conv_channels, H, W)`` = ``relu(conv_new(feature))``.
+            rois: ``(R, 5)`` as in :meth:`forward`.
+
+        Returns:
+            ``cls_offset (R, 2*(K+1), P, P)`` (class ``c``'s field in channels ``2c`` (x) and
+            ``2c+1`` (y)) and ``bbox_offset (R, 2, P, P)``, normalised (times ``trans_std``
+            and the RoI size they move the bins by).
+        """
+        return (self.pool_cls_offset(self.cls_offset(f), rois),
+                self.pool_bbox_offset(self.bbox_offset(f), rois))
+
+    @staticmethod
+    def _legacy_keys(state_dict, prefix, *args):
+        rename_legacy_keys(state_dict, prefix, {"pool_cls.conv_offset": "cls_offset",
+                                                "pool_bbox.conv_offset": "bbox_offset"})
 
     def forward(self, feature: torch.Tensor, rois: torch.Tensor):
         """Scores and box deltas for each RoI.
@@ -180,14 +144,9 @@ class RFCNHead(nn.Module):
         """
         check_head_inputs(feature, rois, self.in_channels, type(self).__name__)
         f = torch.relu(self.conv_new(feature))
-        score_maps = self.rfcn_cls(f)
-        box_maps = self.rfcn_bbox(f)
-        if self.deformable:
-            pooled_cls = self.pool_cls(score_maps, rois, f)
-            pooled_box = self.pool_bbox(box_maps, rois, f)
-        else:
-            pooled_cls = self.pool_cls(score_maps, rois)
-            pooled_box = self.pool_bbox(box_maps, rois)
+        cls_offset, bbox_offset = self.offsets(f, rois) if self.deformable else (None, None)
+        pooled_cls = self.pool_cls(self.rfcn_cls(f), rois, cls_offset)
+        pooled_box = self.pool_bbox(self.rfcn_bbox(f), rois, bbox_offset)
         # Vote: average over the P x P position-sensitive bins.
         cls_logits = pooled_cls.mean(dim=(2, 3))
         box_deltas = pooled_box.mean(dim=(2, 3)).reshape(rois.size(0), self.num_box_slots, 4)
