@@ -12,27 +12,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dcn_det.data.transforms import decode_image  # noqa: E402
+from dcn_det.data.transforms import decode_image, list_images  # noqa: E402
 from dcn_det.predictor import Predictor  # noqa: E402
 from dcn_det.cli import run_main  # noqa: E402
 from dcn_det.visualization import draw_detections, save_png  # noqa: E402
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def list_images(path: str):
-    """The image files under ``path`` (a file, or a folder read non-recursively), sorted."""
-    if os.path.isfile(path):
-        return [path]
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"--input {path!r} is neither an image file nor a folder")
-    files = sorted(os.path.join(path, n) for n in os.listdir(path)
-                   if n.lower().endswith(IMAGE_EXTENSIONS))
-    if not files:
-        raise FileNotFoundError(f"--input folder {path!r} has no images "
-                                f"({', '.join(IMAGE_EXTENSIONS)})")
-    return files
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

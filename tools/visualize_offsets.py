@@ -55,9 +55,8 @@ def main(argv=None) -> int:
     from dcn_det.analysis.capture import find_deformable_convs
     from dcn_det.analysis.forward import has_deformable_conv, has_deformable_pooling
     from dcn_det.analysis.sampling import chain_indices
-    from dcn_det.analysis.visualize import (list_images, output_stem, parse_points,
-                                            visualize_image)
-    from dcn_det.data.transforms import decode_image
+    from dcn_det.analysis.visualize import output_stem, parse_points, visualize_image
+    from dcn_det.data.transforms import decode_image, list_images
     from dcn_det.predictor import Predictor
 
     try:

@@ -26,28 +26,6 @@ from dcn_det.analysis.pool_bins import deformable_pool_bins
 from dcn_det.analysis.sampling import compose_sampling_points, select_chain
 from dcn_det.visualization import draw_detections, save_png
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def list_images(path: str) -> List[str]:
-    """The image files under ``path`` (a file, or a folder read non-recursively), sorted.
-
-    Raises:
-        FileNotFoundError: ``path`` is neither a file nor a folder, or the folder has no
-            images (names ``--input``).
-    """
-    if os.path.isfile(path):
-        return [path]
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"--input {path!r} is neither an image file nor a folder")
-    files = sorted(os.path.join(path, n) for n in os.listdir(path)
-                   if n.lower().endswith(IMAGE_EXTENSIONS))
-    if not files:
-        raise FileNotFoundError(f"--input folder {path!r} has no images "
-                                f"({', '.join(IMAGE_EXTENSIONS)})")
-    return files
-
-
 def parse_points(values: Sequence[str]) -> Optional[List[Tuple[float, float]]]:
     """``--points`` values -> ``[(x, y)]`` in original-image pixels, or None for ``auto``.
 

@@ -25,6 +25,28 @@ _JPEG_MAGIC = b"\xff\xd8"
 _JPEG_EOI = b"\xff\xd9"
 
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def list_images(path: str) -> List[str]:
+    """The image files under ``path`` (a file, or a folder read non-recursively), sorted.
+
+    Raises:
+        FileNotFoundError: ``path`` is neither a file nor a folder, or the folder has no
+            images (names ``--input``).
+    """
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"--input {path!r} is neither an image file nor a folder")
+    files = sorted(os.path.join(path, n) for n in os.listdir(path)
+                   if n.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+        raise FileNotFoundError(f"--input folder {path!r} has no images "
+                                f"({', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
 def decode_image(path: str) -> np.ndarray:
     """Reads an image file as 8-bit RGB.
 
