@@ -218,7 +218,17 @@ def test_head_section_follows_its_type(tmp_path):
 def test_legacy_arch_key(tmp_path, caplog):
     ok = write(tmp_path, "ok.yaml", "model: {arch: faster_rcnn, head: {type: fast_rcnn}}\n")
     assert load_config(ok).model.arch == "faster_rcnn"
-    assert "model.arch" in caplog.text and "ignoring it" in caplog.text
+    assert "ignoring model.arch" in caplog.text
+    # an older checkpoint's config: the union of both heads' fields, and arch
+    old = Config().to_dict()
+    old["model"]["arch"] = "rfcn"
+    old["model"]["head"].update(pooler="roi_align", fc_dim=64)
+    cfg = config_from_dict(old, source="old.pth")
+    assert cfg == Config()
+    assert "model.head.pooler" in caplog.text and "model.head.fc_dim" in caplog.text
+    old["model"]["head"]["fc_dimm"] = 3  # a key of no head is still an error
+    with pytest.raises(ConfigError, match=r"model\.head\.fc_dimm: unknown key"):
+        config_from_dict(old, source="old.pth")
     bad = write(tmp_path, "bad.yaml", "model: {arch: faster_rcnn}\n")
     with pytest.raises(ConfigError, match=r"model\.arch: 'faster_rcnn' does not match "
                                           r"model\.head\.type 'rfcn'.*bad\.yaml"):

@@ -15,7 +15,7 @@ import logging
 from typing import (Any, Dict, Literal, Optional, Tuple, Union, get_args, get_origin,
                     get_type_hints)
 
-from .schema import ARCH_OF_HEAD, Config
+from .schema import ARCH_OF_HEAD, HEAD_CONFIGS, Config
 
 logger = logging.getLogger("dcn_det")
 
@@ -214,8 +214,13 @@ def config_from_dict(data: Dict[str, Any], origins: Optional[Origins] = None,
 
 
 def _drop_legacy_arch(data: Any, origins: Origins) -> Any:
-    """Configs written before the architecture followed ``model.head.type`` carry a
-    ``model.arch``: it is dropped (with a warning) when it agrees with the head, else refused."""
+    """Upgrades a config written before the head sections were split (e.g. one stored in an
+    older checkpoint or inference file), recognised by its ``model.arch``.
+
+    ``model.arch`` must agree with ``model.head.type`` and is dropped; the head fields of the
+    other head type (which such configs carried, and which were ignored) are dropped too. A
+    warning names what was dropped. A disagreeing ``arch`` is refused.
+    """
     model = data.get("model") if isinstance(data, dict) else None
     if not isinstance(model, dict) or "arch" not in model:
         return data
@@ -225,7 +230,14 @@ def _drop_legacy_arch(data: Any, origins: Origins) -> Any:
         raise _error(("model", "arch"), f"{model['arch']!r} does not match model.head.type "
                      f"{kind!r}; the architecture follows the head type (rfcn -> rfcn, "
                      "fast_rcnn -> faster_rcnn), so remove model.arch", origins)
-    logger.warning("model.arch (in %s) is no longer a config key: the architecture follows "
-                   "model.head.type; ignoring it", describe_origin(("model", "arch"), origins))
+    own = {f.name for f in fields(HEAD_CONFIGS[kind])}
+    other = sorted(k for k in head if k not in own
+                   and any(k in {f.name for f in fields(c)} for c in HEAD_CONFIGS.values()))
+    logger.warning("%s: an older config format (model.arch, which now follows model.head.type%s)"
+                   "; ignoring %s", describe_origin(("model", "arch"), origins),
+                   ", and the other head's fields" if other else "",
+                   ", ".join(["model.arch"] + [f"model.head.{k}" for k in other]))
     model = {k: v for k, v in model.items() if k != "arch"}
+    if isinstance(model.get("head"), dict):
+        model["head"] = {k: v for k, v in head.items() if k not in other}
     return {**data, "model": model}
