@@ -121,19 +121,14 @@ def _tagged_choice(union: Any, data: Any, path: KeyPath, origins: Origins) -> ty
 
 
 def _other_section(cls: type, key: Any) -> str:
-    """For a key of a sibling section of a tagged union: which ``type`` it belongs to."""
-    hints = get_type_hints(cls)
-    if "type" not in hints or get_origin(hints["type"]) is not Literal:
+    """For a key that belongs to the other head type's section: a message that says so."""
+    own = next((t for t, c in HEAD_CONFIGS.items() if c is cls), None)
+    if own is None:
         return ""
-    own = get_args(hints["type"])[0]
-    for base in cls.__mro__[1:]:
-        for sibling in base.__subclasses__():
-            if sibling is cls or "type" not in get_type_hints(sibling):
-                continue
-            if key in {f.name for f in fields(sibling)}:
-                other = get_args(get_type_hints(sibling)["type"])[0]
-                return (f"not a field of the {own!r} head (model.head.type); it belongs to "
-                        f"the {other!r} head")
+    for other, sibling in HEAD_CONFIGS.items():
+        if sibling is not cls and key in {f.name for f in fields(sibling)}:
+            return (f"not a field of the {own!r} head (model.head.type); it belongs to "
+                    f"the {other!r} head")
     return ""
 
 
