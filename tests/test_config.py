@@ -223,8 +223,10 @@ def test_legacy_arch_key(tmp_path, caplog):
     old = Config().to_dict()
     old["model"]["arch"] = "rfcn"
     old["model"]["head"].update(pooler="roi_align", fc_dim=64)
+    old["runtime"]["inject_nan_at_iter"] = -1
     cfg = config_from_dict(old, source="old.pth")
     assert cfg == Config()
+    assert "old.pth: ignoring runtime.inject_nan_at_iter" in caplog.text
     assert "model.head.pooler" in caplog.text and "model.head.fc_dim" in caplog.text
     old["model"]["head"]["fc_dimm"] = 3  # a key of no head is still an error
     with pytest.raises(ConfigError, match=r"model\.head\.fc_dimm: unknown key"):

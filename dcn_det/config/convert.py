@@ -205,7 +205,25 @@ def config_from_dict(data: Dict[str, Any], origins: Optional[Origins] = None,
         ConfigError: unknown key, wrong type or unknown choice.
     """
     origins = origins if origins is not None else {(): source}
-    return convert_section(Config, _drop_legacy_arch(data, origins), (), origins)
+    data = _drop_removed_keys(_drop_legacy_arch(data, origins), origins)
+    return convert_section(Config, data, (), origins)
+
+
+# Keys that older versions wrote (so older checkpoints hold them) and this one no longer has.
+REMOVED_KEYS = {("runtime", "inject_nan_at_iter"): "a test hook of the training loop"}
+
+
+def _drop_removed_keys(data: Any, origins: Origins) -> Any:
+    """Drops the :data:`REMOVED_KEYS` with a warning naming each (and where it came from)."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for (section, key), why in REMOVED_KEYS.items():
+        if isinstance(out.get(section), dict) and key in out[section]:
+            logger.warning("%s: ignoring %s.%s (%s, no longer a config key)",
+                           describe_origin((section, key), origins), section, key, why)
+            out[section] = {k: v for k, v in out[section].items() if k != key}
+    return out
 
 
 def _drop_legacy_arch(data: Any, origins: Origins) -> Any:
