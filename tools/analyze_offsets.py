@@ -12,8 +12,8 @@ background, and its effective dilation (mean distance between adjacent sampling 
 pixels of the layer's input map; equals the dilation with zero offsets) is averaged per layer
 and bucket. Prints the table ("mean ± std (count)"), writes DIR/effective_dilation.json and
 DIR/effective_dilation.png (bar chart). With several checkpoints (e.g. one per seed) each gets
-DIR/modelK/, and DIR/effective_dilation_across.json holds the mean ± std over them (the
-seed-to-seed spread) of each model's mean, also printed.
+DIR/modelK/, and DIR/effective_dilation_across.json (and .png) hold the mean ± std over them
+(the seed-to-seed spread) of each model's mean, also printed.
 """
 import argparse
 import json
@@ -47,7 +47,8 @@ def main(argv=None) -> int:
                                   format_dilation_table, has_deformable_conv,
                                   plot_dilation_table, write_dilation_json)
     from dcn_det.analysis.buckets import check_area_thresholds
-    from dcn_det.analysis.dilation_table import across_tables, format_across_tables
+    from dcn_det.analysis.dilation_table import (across_tables, format_across_tables,
+                                                 plot_across_tables)
     from dcn_det.data.build import build_test_loader
     from dcn_det.distributed import select_device
     from dcn_det.io.model_file import build_inference_model, read_model_file
@@ -92,6 +93,7 @@ def main(argv=None) -> int:
             json.dump(summary, f, indent=2)
         os.replace(path + ".tmp", path)
         print(f"wrote {path}")
+        print(f"wrote {plot_across_tables(summary, path[:-len('.json')] + '.png')}")
     return 0
 
 if __name__ == "__main__":

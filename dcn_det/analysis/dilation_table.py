@@ -312,3 +312,20 @@ def format_across_tables(summary: Dict[str, Any]) -> str:
     lines += [f"{layer:<{name_w}}  " + "  ".join(f"{c:>{col_w}}" for c in row)
               for layer, row in zip(summary["layers"], cells)]
     return "\n".join(lines)
+
+
+def plot_across_tables(summary: Dict[str, Any], path: str) -> str:
+    """Draws :func:`across_tables` as a grouped bar chart (groups = layers, bars = buckets,
+    error bars = the spread over models) into the PNG ``path``; returns path."""
+    from dcn_det.plots import grouped_bar_chart
+
+    def val(layer, bucket, key):
+        v = summary["stats"][layer][bucket][key]
+        return math.nan if v is None else v
+
+    return grouped_bar_chart(
+        path, groups=list(summary["layers"]), series=list(summary["buckets"]),
+        means=[[val(la, b, "mean") for la in summary["layers"]] for b in summary["buckets"]],
+        stds=[[val(la, b, "std") for la in summary["layers"]] for b in summary["buckets"]],
+        title=f"Effective dilation, mean +- std over {summary['num_tables']} models",
+        ylabel="input-map pixels")

@@ -149,6 +149,7 @@ def test_analyze_offsets_over_several_checkpoints(tmp_path, capsys):
     per_model = [json.loads((out / f"model{k}" / "effective_dilation.json").read_text())
                  for k in (0, 1)]
     across = json.loads((out / "effective_dilation_across.json").read_text())
+    assert _read(str(out / "effective_dilation_across.png")).shape == (480, 800, 3)
     assert across["checkpoints"] == [zero, moved] and across["num_tables"] == 2
     bg = [m["stats"]["res5.1.conv2"]["background"]["mean"] for m in per_model]
     assert bg[0] == pytest.approx(2.0) and bg[1] != pytest.approx(2.0, abs=1e-3)
