@@ -233,8 +233,9 @@ def _final_weights(run_dir):
 
 @pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_weights(tiny_config, tmp_path):
+    # one thread everywhere: bitwise-equal weights need the same reduction order
     ref = plan_runs(tiny_config, {"a": []}, [0], str(tmp_path / "ref"))
-    assert run_all(ref, poll_seconds=0.2) == []
+    assert run_all(ref, threads=1, poll_seconds=0.2) == []
     runs = plan_runs(tiny_config, {"a": []}, [0], str(tmp_path / "crash"))
     run = runs[0]
     proc = subprocess_launcher(run, write_spec(run), 1)
@@ -246,7 +247,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny_config, tmp_path):
     proc.kill()  # a crash: no handler runs
     proc.wait()
     assert not os.path.exists(os.path.join(ckpts, "model_final.pth"))
-    assert run_all(runs, poll_seconds=0.2) == []
+    assert run_all(runs, threads=1, poll_seconds=0.2) == []
     log = open(os.path.join(run.run_dir, "stdout.log")).read()
     assert "resumed from" in log
     a, b = _final_weights(ref[0].run_dir), _final_weights(run.run_dir)
