@@ -30,9 +30,12 @@ def _read_metrics(path: str) -> Optional[Dict[str, float]]:
 
 
 def _stats(values: List[float]) -> Dict[str, Any]:
-    n = len(values)
-    mean = sum(values) / n if n else math.nan
-    std = (math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan)
+    """Mean and sample std of the finite values (COCO gives NaN for a size range without
+    objects, e.g. APl on a split of small objects); ``n`` counts the finite ones."""
+    finite = [v for v in values if math.isfinite(v)]
+    n = len(finite)
+    mean = sum(finite) / n if n else math.nan
+    std = (math.sqrt(sum((v - mean) ** 2 for v in finite) / (n - 1)) if n > 1 else math.nan)
     return {"mean": mean, "std": std, "n": n, "values": values}
 
 

@@ -139,6 +139,21 @@ def test_aggregate_hand_made_metrics(tiny_config, tmp_path):
     assert "`model.head.deformable=false`" in md and "runtime.seed" not in md
 
 
+def test_metrics_without_objects_of_a_size_are_shown_as_missing(tiny_config, tmp_path):
+    runs = plan_runs(tiny_config, {"a": [], "b": []}, [0, 1], str(tmp_path / "out"))
+    for r in runs:
+        path = os.path.join(r.run_dir, "metrics.json")
+        _fake_metrics(path, 10.0 + r.seed)
+        data = json.load(open(path))
+        data["bbox"]["APl"] = float("nan")  # no large object in the split
+        _write(path, json.dumps(data))
+    res = aggregate(runs)
+    apl = res["variants"]["b"]["summary"]["test"]["APl"]
+    assert apl["n"] == 0 and math.isnan(apl["mean"]) and not apl["exceeds_spread"]
+    assert res["variants"]["b"]["summary"]["test"]["AP50"]["n"] == 2
+    assert "nan" not in format_markdown(res) and "| 3.0 ± 0.0 (+0.0) | — |" in format_markdown(res)
+
+
 def test_aggregate_reports_missing_seeds(tiny_config, tmp_path):
     runs = plan_runs(tiny_config, {"a": [], "b": []}, [0, 1], str(tmp_path / "out"),
                      tests={"small": []})
