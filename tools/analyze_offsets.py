@@ -16,7 +16,6 @@ DIR/modelK/, and DIR/effective_dilation_across.json (and .png) hold the mean ± 
 (the seed-to-seed spread) of each model's mean, also printed.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -51,6 +50,7 @@ def main(argv=None) -> int:
                                                  plot_across_tables)
     from dcn_det.data.build import build_test_loader
     from dcn_det.distributed import select_device
+    from dcn_det.io.atomic import write_json
     from dcn_det.io.model_file import build_inference_model, read_model_file
 
     try:
@@ -88,10 +88,7 @@ def main(argv=None) -> int:
         summary = across_tables(tables)
         summary["checkpoints"] = list(args.checkpoint)
         print(format_across_tables(summary))
-        path = os.path.join(out, "effective_dilation_across.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(summary, f, indent=2)
-        os.replace(path + ".tmp", path)
+        path = write_json(os.path.join(out, "effective_dilation_across.json"), summary)
         print(f"wrote {path}")
         print(f"wrote {plot_across_tables(summary, path[:-len('.json')] + '.png')}")
     return 0

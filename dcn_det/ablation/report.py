@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from dcn_det.ablation.run_one import metrics_path
 from dcn_det.ablation.spec import RunSpec
+from dcn_det.io.atomic import write_json, write_text
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 VOC_METRICS = ("mAP", "mAP_07")
@@ -124,13 +125,6 @@ def format_markdown(result: Dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_report(runs: Sequence[RunSpec], output_dir: str) -> Dict[str, Any]:
     """Writes ``results.json``, ``results.md`` and ``results.png`` (one more
     ``results_<test>.png`` per extra test set) to ``output_dir``; returns the aggregate."""
@@ -140,8 +134,8 @@ def write_report(runs: Sequence[RunSpec], output_dir: str) -> Dict[str, Any]:
     if not result["metrics"]:
         raise FileNotFoundError(f"no run of this ablation has results yet: no metrics.json under "
                                 f"{os.path.join(output_dir, 'runs')}")
-    _atomic_write(os.path.join(output_dir, "results.json"), json.dumps(result, indent=2))
-    _atomic_write(os.path.join(output_dir, "results.md"), format_markdown(result))
+    write_json(os.path.join(output_dir, "results.json"), result)
+    write_text(os.path.join(output_dir, "results.md"), format_markdown(result))
     names = list(result["variants"])
     for i, test in enumerate(result["tests"]):
         png = "results.png" if i == 0 else f"results_{test}.png"

@@ -15,6 +15,7 @@ from typing import Callable, List, Optional, Sequence
 from dcn_det.ablation.run_one import is_finished
 from dcn_det.ablation.spec import RunSpec
 from dcn_det.config import ConfigError
+from dcn_det.io.atomic import write_json
 
 logger = logging.getLogger("dcn_det")
 
@@ -47,11 +48,7 @@ def write_spec(spec: RunSpec) -> str:
                 f"{data['overrides']}, test sets {data['tests']}. Use another --output-dir "
                 "or delete that run directory")
         return path
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
-    return path
+    return write_json(path, data)
 
 
 def subprocess_launcher(spec: RunSpec, spec_path: str, threads: int) -> subprocess.Popen:

@@ -9,9 +9,7 @@ the dataset's boxes (resized image). Locations in the batch padding (beyond the 
 are not counted. Sums and sums of squares are accumulated in float64; the std is the
 population std over locations.
 """
-import json
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -241,12 +239,9 @@ def format_dilation_table(table: DilationTable) -> str:
 
 def write_dilation_json(table: DilationTable, path: str) -> str:
     """Writes ``table.to_dict()`` as JSON atomically (tmp file + ``os.replace``); returns path."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(table.to_dict(), f, indent=2)
-    os.replace(tmp, path)
-    return path
+    from dcn_det.io.atomic import write_json
+
+    return write_json(path, table.to_dict())
 
 
 def plot_dilation_table(table: DilationTable, path: str) -> str:

@@ -3,7 +3,6 @@
 ``tools/test.py`` is a thin wrapper around :func:`evaluate_checkpoint`; training calls
 :func:`evaluate` at its ``eval_period`` and at the end.
 """
-import json
 import logging
 import os
 from typing import Any, Dict, Optional
@@ -15,6 +14,7 @@ from dcn_det.config import Config
 from dcn_det.data.build import build_test_loader
 from dcn_det.evaluation.build import build_evaluator
 from dcn_det.evaluation.inference import inference_on_dataset
+from dcn_det.io.atomic import write_json
 from dcn_det.io.model_file import build_inference_model, read_model_file
 from dcn_det.log import setup_logging
 
@@ -32,12 +32,7 @@ def evaluate(cfg: Config, model: torch.nn.Module, device: torch.device,
 
 def write_metrics(metrics: Dict[str, Any], output_dir: str) -> str:
     """Writes ``metrics.json`` atomically (NaN stays NaN, as Python's json writes it)."""
-    path = os.path.join(output_dir, "metrics.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(metrics, f, indent=2)
-    os.replace(tmp, path)
-    return path
+    return write_json(os.path.join(output_dir, "metrics.json"), metrics)
 
 
 def evaluate_checkpoint(cfg: Config, path: str) -> Dict[str, Any]:
