@@ -1,0 +1,1 @@
+"""Malformed, hostile and corrupt inputs: each gets a named error or a counted skip."""
