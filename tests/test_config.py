@@ -246,9 +246,9 @@ def test_legacy_arch_key(tmp_path, caplog):
     ("data.aspect_ratio_grouping=1", r"data\.aspect_ratio_grouping: expected bool, got int 1"),
     ("model.backbone.res5_dilation=true", r"model\.backbone\.res5_dilation: True is not one of 1, 2"),
     ("runtime.output_dir=null", r"runtime\.output_dir: expected str, got null None"),
-    ("solver.steps=10", r"solver\.steps: expected a list of int, got int 10"),
+    ("solver.steps=10", r"solver\.steps: expected a list of int >= 1, got int 10"),
     ("solver.steps=[10, 2.5]", r"solver\.steps: item 1 of \[10, 2\.5\]: expected int, got float 2\.5"),
-    ("model.pixel_std=[1, 2]", r"model\.pixel_std: expected a list of 3 items \(float, float, float\), got 2 items"),
+    ("model.pixel_std=[1, 2]", r"model\.pixel_std: expected a list of 3 items \(float > 0, float > 0, float > 0\), got 2 items"),
     ("model.backbone.deform_stages=[res5, res6]",
      r"deform_stages: item 1 of \['res5', 'res6'\]: 'res6' is not one of 'res3', 'res4', 'res5' \(did you mean 'res5'\?\)"),
     ("model.rpn.anchor_scales=[8, x]", r"model\.rpn\.anchor_scales: item 1 .*expected float, got str 'x'"),
@@ -259,7 +259,7 @@ def test_type_errors_name_key_value_and_override(override, message):
 
 
 def test_int_accepted_for_float_and_stored_as_float(tmp_path):
-    cfg = load_config(write(tmp_path, "x.yaml", "solver: {base_lr: 1, gamma: 0}\nmodel: {rpn: {anchor_scales: [8, 16]}}\n"))
+    cfg = load_config(write(tmp_path, "x.yaml", "solver: {base_lr: 1, gamma: 2}\nmodel: {rpn: {anchor_scales: [8, 16]}}\n"))
     assert cfg.solver.base_lr == 1.0 and type(cfg.solver.base_lr) is float
     assert type(cfg.solver.gamma) is float
     assert cfg.model.rpn.anchor_scales == (8.0, 16.0)

@@ -6,15 +6,22 @@ from): unknown keys (with the nearest valid name, via difflib); ``bool`` fields 
 integers, and strings such as ``5e-4`` because PyYAML (YAML 1.1) reads an exponent without a
 dot as a string; ``str`` fields take only strings; Literal fields take only their choices;
 list fields take a YAML list (or tuple) whose items are checked the same way, with a fixed
-length where the schema fixes one. Missing keys keep their defaults.
+length where the schema fixes one; numbers must be finite and inside the range their annotation
+gives (:mod:`.ranges`); then the checks between fields of one section run (:mod:`.checks`).
+Missing keys keep their defaults. Values are shown through a size-bounded ``repr``, so a huge
+value cannot make building a message slow.
 """
 import difflib
-import re
-from dataclasses import fields, is_dataclass
 import logging
-from typing import (Any, Dict, Literal, Optional, Tuple, Union, get_args, get_origin,
+import math
+import re
+import reprlib
+from dataclasses import fields, is_dataclass
+from typing import (Annotated, Any, Dict, Literal, Optional, Tuple, Union, get_args, get_origin,
                     get_type_hints)
 
+from .checks import cross_field_errors
+from .ranges import range_of
 from .schema import ARCH_OF_HEAD, HEAD_CONFIGS, Config
 
 logger = logging.getLogger("dcn_det")
@@ -22,6 +29,9 @@ logger = logging.getLogger("dcn_det")
 KeyPath = Tuple[str, ...]
 # Maps a key path to a description of where its value came from ("configs/x.yaml", "--set ...").
 Origins = Dict[KeyPath, str]
+
+# Far above any real config (the largest here expands to a few hundred values).
+MAX_VALUES = 100_000
 
 _FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
@@ -45,6 +55,8 @@ def _error(path: KeyPath, message: str, origins: Origins) -> ConfigError:
 def _suggest(word: str, choices) -> str:
     """Returns ``" (did you mean 'x'?)"`` for the closest choice, or the list of choices."""
     names = [str(c) for c in choices]
+    if len(str(word)) > 100:  # no key or choice is this long; difflib would be slow on it
+        return f" (valid: {', '.join(names)})"
     close = difflib.get_close_matches(str(word), names, n=1, cutoff=0.5)
     if close:
         return f" (did you mean '{close[0]}'?)"
@@ -53,6 +65,15 @@ def _suggest(word: str, choices) -> str:
 
 def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 3, 8, 8, 80, 80
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)`` cut to a bounded size (nested containers and long strings elided)."""
+    return _SHORT.repr(value)
 
 
 class _Mismatch(Exception):
@@ -77,8 +98,8 @@ def convert_section(cls: type, data: Any, path: KeyPath, origins: Origins):
         where = ".".join(path) if path else "the top level"
         raise ConfigError(
             f"{where}: expected a mapping of {cls.__name__} fields, got {_type_name(data)} "
-            f"{data!r} in {describe_origin(path, origins)}")
-    hints = get_type_hints(cls)
+            f"{short_repr(data)} in {describe_origin(path, origins)}")
+    hints = get_type_hints(cls, include_extras=True)
     names = [f.name for f in fields(cls)]
     for key in data:
         if key not in names:
@@ -99,7 +120,10 @@ def convert_section(cls: type, data: Any, path: KeyPath, origins: Origins):
             kwargs[name] = _convert_value(tp, data[name])
         except _Mismatch as e:
             raise _error(path + (name,), str(e), origins) from None
-    return cls(**kwargs)
+    section = cls(**kwargs)
+    for name, message in cross_field_errors(section):
+        raise _error(path + (name,), message, origins)
+    return section
 
 
 def _type_choices(union: Any) -> Dict[str, type]:
@@ -113,9 +137,9 @@ def _tagged_choice(union: Any, data: Any, path: KeyPath, origins: Origins) -> ty
     if not isinstance(data, dict) or "type" not in data:
         return next(iter(choices.values()))
     kind = data["type"]
-    if kind not in choices:
+    if not isinstance(kind, str) or kind not in choices:
         shown = ", ".join(repr(c) for c in choices)
-        raise _error(path + ("type",), f"{kind!r} is not one of {shown}"
+        raise _error(path + ("type",), f"{short_repr(kind)} is not one of {shown}"
                      + _suggest(kind, list(choices)), origins)
     return choices[kind]
 
@@ -138,6 +162,12 @@ def _convert_value(tp: Any, value: Any) -> Any:
     Raises:
         _Mismatch: with a message saying what was expected and what was got.
     """
+    if get_origin(tp) is Annotated:
+        value = _convert_value(get_args(tp)[0], value)
+        bounds = range_of(tp)
+        if bounds is not None and not bounds.contains(value):
+            raise _Mismatch(f"{value!r} is out of range: must be {bounds.describe()}")
+        return value
     if get_origin(tp) is Literal:
         choices = get_args(tp)
         # bool is an int subclass: `true` must not pass as the choice 1.
@@ -145,7 +175,7 @@ def _convert_value(tp: Any, value: Any) -> Any:
             if type(value) is type(c) and value == c:
                 return value
         shown = ", ".join(repr(c) for c in choices)
-        raise _Mismatch(f"{value!r} is not one of {shown}" + _suggest(value, choices))
+        raise _Mismatch(f"{short_repr(value)} is not one of {shown}" + _suggest(value, choices))
     if get_origin(tp) is tuple:
         return _convert_list(tp, value)
     if tp is bool:
@@ -155,16 +185,21 @@ def _convert_value(tp: Any, value: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
-            return float(value)
+            number = float(value)
+        elif isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+            number = float(value)
+        if number is not None:
+            if not math.isfinite(number):
+                raise _Mismatch(f"expected a finite float, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
     else:  # pragma: no cover - a schema annotation this module does not know
         raise TypeError(f"config schema has a field of unsupported type {tp!r}")
-    raise _Mismatch(f"expected {tp.__name__}, got {_type_name(value)} {value!r}")
+    raise _Mismatch(f"expected {tp.__name__}, got {_type_name(value)} {short_repr(value)}")
 
 
 def _convert_list(tp: Any, value: Any) -> tuple:
@@ -173,23 +208,48 @@ def _convert_list(tp: Any, value: Any) -> tuple:
     need = f"a list of {_arg_name(args[0])}" if variadic else \
         f"a list of {len(args)} items ({', '.join(_arg_name(a) for a in args)})"
     if not isinstance(value, (list, tuple)):
-        raise _Mismatch(f"expected {need}, got {_type_name(value)} {value!r}")
+        raise _Mismatch(f"expected {need}, got {_type_name(value)} {short_repr(value)}")
     if not variadic and len(value) != len(args):
-        raise _Mismatch(f"expected {need}, got {len(value)} items {list(value)!r}")
+        raise _Mismatch(f"expected {need}, got {len(value)} items {short_repr(list(value))}")
     item_types = [args[0]] * len(value) if variadic else list(args)
     out = []
     for i, (item_tp, item) in enumerate(zip(item_types, value)):
         try:
             out.append(_convert_value(item_tp, item))
         except _Mismatch as e:
-            raise _Mismatch(f"item {i} of {list(value)!r}: {e}") from None
+            raise _Mismatch(f"item {i} of {short_repr(list(value))}: {e}") from None
     return tuple(out)
 
 
 def _arg_name(tp: Any) -> str:
+    if get_origin(tp) is Annotated:
+        bounds = range_of(tp)
+        base = _arg_name(get_args(tp)[0])
+        return f"{base} {bounds.describe()}" if bounds is not None else base
     if get_origin(tp) is Literal:
         return " | ".join(repr(c) for c in get_args(tp))
     return tp.__name__
+
+
+def check_expanded_size(data: Any, source: str) -> None:
+    """Raises ConfigError if ``data``, with every alias expanded, holds over ``MAX_VALUES`` values.
+
+    Shared (aliased) containers are counted once per reference, as a walk over the document
+    would visit them; the walk stops at the limit, so the check itself is bounded. A
+    self-referencing alias (``&a [*a]``) counts as too large.
+    """
+    count, stack = 0, [data]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(
+                f"{source}: the config expands to more than {MAX_VALUES} values (YAML aliases that "
+                "repeat other aliases, or an alias inside itself); refusing it")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def config_from_dict(data: Dict[str, Any], origins: Optional[Origins] = None,
@@ -205,6 +265,7 @@ def config_from_dict(data: Dict[str, Any], origins: Optional[Origins] = None,
         ConfigError: unknown key, wrong type or unknown choice.
     """
     origins = origins if origins is not None else {(): source}
+    check_expanded_size(data, describe_origin((), origins))
     data = _drop_removed_keys(_drop_legacy_arch(data, origins), origins)
     return convert_section(Config, data, (), origins)
 
@@ -239,9 +300,9 @@ def _drop_legacy_arch(data: Any, origins: Origins) -> Any:
         return data
     head = model.get("head") if isinstance(model.get("head"), dict) else {}
     kind = head.get("type", "rfcn")
-    if ARCH_OF_HEAD.get(kind) != model["arch"]:
-        raise _error(("model", "arch"), f"{model['arch']!r} does not match model.head.type "
-                     f"{kind!r}; the architecture follows the head type (rfcn -> rfcn, "
+    if not isinstance(kind, str) or ARCH_OF_HEAD.get(kind) != model["arch"]:
+        raise _error(("model", "arch"), f"{short_repr(model['arch'])} does not match "
+                     f"model.head.type {short_repr(kind)}; the architecture follows the head type (rfcn -> rfcn, "
                      "fast_rcnn -> faster_rcnn), so remove model.arch", origins)
     own = {f.name for f in fields(HEAD_CONFIGS[kind])}
     other = sorted(k for k in head if k not in own

@@ -4,14 +4,17 @@ Composition: a file may name ``_base_:`` (one path or a list, relative to that f
 are merged in order, then the file itself on top. Mappings deep-merge; lists and scalars
 replace. Only ``yaml.safe_load`` is used, so tags such as ``!!python/object`` are refused.
 Each key remembers the file (or override) that set it last, so a validation error says where
-the bad value came from.
+the bad value came from. YAML aliases are allowed (``<<: *defaults`` merges), but a document
+that expands to too many values is refused right after parsing: aliases of
+aliases can expand a few hundred bytes into billions of values (an "alias bomb"), which the
+merging below would otherwise walk forever.
 """
 import os
 from typing import Any, Dict, List, Sequence, Tuple
 
 import yaml
 
-from .convert import ConfigError, KeyPath, Origins, config_from_dict
+from .convert import ConfigError, KeyPath, Origins, check_expanded_size, config_from_dict
 from .schema import Config
 
 BASE_KEY = "_base_"
@@ -31,14 +34,20 @@ def read_yaml(path: str) -> Dict[str, Any]:
     """Reads one YAML file with ``yaml.safe_load``; an empty file is an empty mapping.
 
     Raises:
-        ConfigError: missing file, YAML syntax error, an unsafe tag, or a top level that is
-            not a mapping; the message names the file.
+        ConfigError: missing file, YAML syntax error, an unsafe tag, a document that expands
+            to too many values, or a top level that is not a mapping; the message names the
+            file.
     """
     try:
         with open(path, "r", encoding="utf-8") as f:
             data = yaml.safe_load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {_show(path)}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{_show(path)} is a directory, not a YAML config file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{_show(path)}: not UTF-8 text (byte {e.start}); is it a YAML "
+                          "config file?") from None
     except yaml.constructor.ConstructorError as e:
         raise ConfigError(
             f"{_show(path)}: unsupported YAML tag ({e.problem}{e.problem_mark}); configs are "
@@ -48,6 +57,7 @@ def read_yaml(path: str) -> Dict[str, Any]:
         raise ConfigError(f"{_show(path)}: invalid YAML: {e}") from None
     if data is None:
         return {}
+    check_expanded_size(data, _show(path))
     if not isinstance(data, dict):
         raise ConfigError(
             f"{_show(path)}: the top level must be a mapping of sections, "
@@ -123,6 +133,7 @@ def parse_override(text: str) -> Tuple[KeyPath, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"override {text!r}: value is not valid YAML: {e}") from None
+    check_expanded_size(value, f"override {key.strip()}")
     return path, value
 
 

@@ -6,7 +6,10 @@ Every field carries its default and a one-line comment. Lists are stored as tupl
 ``dcn_det.config.loader`` when a config is loaded from YAML, overrides or a checkpoint dict.
 """
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Dict, Literal, Tuple, Union
+from typing import Annotated, Any, Dict, Literal, Tuple, Union
+
+from .ranges import (DecayRate, FiniteFloat, Fraction, NonNegFloat, NonNegInt, PositiveFloat,
+                     PositiveFraction, PositiveInt, Range)
 
 
 class _Section:
@@ -33,39 +36,39 @@ DeformStage = Literal["res3", "res4", "res5"]
 @dataclass(frozen=True)
 class BackboneConfig(_Section):
     depth: Literal[18, 34, 50, 101] = 101  # ResNet depth
-    width_mult: float = 1.0  # multiplies every stage width (tiny CPU models use e.g. 0.125)
+    width_mult: PositiveFloat = 1.0  # multiplies every stage width (tiny CPU models use e.g. 0.125)
     stride_in_1x1: bool = True  # MSRA/Caffe ResNet (stride on the 1x1) vs torchvision (on the 3x3)
     norm: Literal["frozen_bn", "bn", "gn", "syncbn"] = "frozen_bn"  # normalisation layer
-    gn_groups: int = 32  # number of groups when norm is "gn"
-    freeze_at: int = 2  # 0 = nothing frozen, 1 = stem, 2 = stem+res2, ... 5 = everything
+    gn_groups: PositiveInt = 32  # number of groups when norm is "gn"
+    freeze_at: Annotated[int, Range(0, 5)] = 2  # 0 = nothing frozen, 1 = stem, 2 = stem+res2, ... 5 = everything
     res5_dilation: Literal[1, 2, 4] = 2  # >1 = res5 at stride 1 with this dilation (output stride 16)
     deform_stages: Tuple[DeformStage, ...] = ()  # stages whose 3x3 convs are deformable
     deform_modulated: bool = False  # DCNv2 (offsets + mask) instead of DCNv1 (offsets only)
-    deform_offset_groups: int = 4  # offset groups of each deformable conv
-    deform_offset_lr_mult: float = 1.0  # learning-rate multiplier of the offset convs
+    deform_offset_groups: PositiveInt = 4  # offset groups of each deformable conv
+    deform_offset_lr_mult: NonNegFloat = 1.0  # learning-rate multiplier of the offset convs
     pretrained: str = ""  # torchvision-format ResNet state dict; "" = random init
 
 
 @dataclass(frozen=True)
 class RPNConfig(_Section):
     in_feature: Stage = "res4"  # backbone feature the RPN runs on
-    conv_channels: int = 512  # channels of the RPN 3x3 conv
-    anchor_scales: Tuple[float, ...] = (4.0, 8.0, 16.0, 32.0)  # sizes, in units of anchor_stride
-    anchor_ratios: Tuple[float, ...] = (0.5, 1.0, 2.0)  # anchor aspect ratios h/w
-    anchor_stride: int = 16  # pixels between anchor centres (stride of in_feature)
+    conv_channels: PositiveInt = 512  # channels of the RPN 3x3 conv
+    anchor_scales: Tuple[PositiveFloat, ...] = (4.0, 8.0, 16.0, 32.0)  # sizes, in units of anchor_stride
+    anchor_ratios: Tuple[PositiveFloat, ...] = (0.5, 1.0, 2.0)  # anchor aspect ratios h/w
+    anchor_stride: PositiveInt = 16  # pixels between anchor centres (stride of in_feature)
     objectness: Literal["sigmoid", "softmax"] = "softmax"  # 1 logit per anchor vs 2-way softmax
-    batch_size_per_image: int = 256  # anchors sampled per image for the loss
-    positive_fraction: float = 0.5  # max fraction of positives among sampled anchors
-    fg_iou: float = 0.7  # anchor IoU at or above which it is foreground
-    bg_iou: float = 0.3  # anchor IoU below which it is background
-    pre_nms_topk_train: int = 6000  # proposals kept before NMS, training
-    post_nms_topk_train: int = 300  # proposals kept after NMS, training
-    pre_nms_topk_test: int = 6000  # proposals kept before NMS, inference
-    post_nms_topk_test: int = 300  # proposals kept after NMS, inference
-    nms_thresh: float = 0.7  # proposal NMS IoU threshold
-    min_size: float = 0.0  # proposals with a side below this (input pixels) are dropped
-    box_loss_weight: float = 1.0  # weight of the RPN box regression loss
-    smooth_l1_beta: float = 1.0 / 9.0  # smooth-L1 transition point of the box loss
+    batch_size_per_image: PositiveInt = 256  # anchors sampled per image for the loss
+    positive_fraction: Fraction = 0.5  # max fraction of positives among sampled anchors
+    fg_iou: Fraction = 0.7  # anchor IoU at or above which it is foreground
+    bg_iou: Fraction = 0.3  # anchor IoU below which it is background
+    pre_nms_topk_train: PositiveInt = 6000  # proposals kept before NMS, training
+    post_nms_topk_train: PositiveInt = 300  # proposals kept after NMS, training
+    pre_nms_topk_test: PositiveInt = 6000  # proposals kept before NMS, inference
+    post_nms_topk_test: PositiveInt = 300  # proposals kept after NMS, inference
+    nms_thresh: Fraction = 0.7  # proposal NMS IoU threshold
+    min_size: NonNegFloat = 0.0  # proposals with a side below this (input pixels) are dropped
+    box_loss_weight: NonNegFloat = 1.0  # weight of the RPN box regression loss
+    smooth_l1_beta: NonNegFloat = 1.0 / 9.0  # smooth-L1 transition point of the box loss
 
 
 @dataclass(frozen=True)
@@ -74,25 +77,25 @@ class HeadBaseConfig(_Section):
 
     type: str = ""  # "rfcn" or "fast_rcnn", fixed by each head's section
     in_feature: Stage = "res5"  # backbone feature the head pools from
-    conv_channels: int = 1024  # channels of the 1x1 conv before pooling (256 for fast_rcnn configs)
-    conv_lr_mult: float = 3.0  # learning-rate multiplier of that 1x1 conv
-    pooled_size: int = 7  # output bins per side of the RoI pooling
-    sample_per_part: int = 4  # bilinear samples per bin side in deformable pooling
-    trans_std: float = 0.1  # scale of the predicted pooling offsets
-    offset_lr_mult: float = 0.01  # learning-rate multiplier of the offset predictor
+    conv_channels: PositiveInt = 1024  # channels of the 1x1 conv before pooling (256 for fast_rcnn configs)
+    conv_lr_mult: NonNegFloat = 3.0  # learning-rate multiplier of that 1x1 conv
+    pooled_size: PositiveInt = 7  # output bins per side of the RoI pooling
+    sample_per_part: PositiveInt = 4  # bilinear samples per bin side in deformable pooling
+    trans_std: NonNegFloat = 0.1  # scale of the predicted pooling offsets
+    offset_lr_mult: NonNegFloat = 0.01  # learning-rate multiplier of the offset predictor
     hidden_init: Literal["official", "kaiming"] = "official"  # hidden layers: N(0, 0.01) or He
     class_agnostic_bbox: bool = True  # one box regressor for all classes
-    batch_size_per_image: int = 128  # RoIs sampled per image for the loss
-    positive_fraction: float = 0.25  # max fraction of foreground RoIs
-    fg_iou: float = 0.5  # RoI IoU at or above which it is foreground
-    bg_iou_hi: float = 0.5  # RoI IoU below which it may be background ...
-    bg_iou_lo: float = 0.0  # ... and at or above which (0 = any)
+    batch_size_per_image: PositiveInt = 128  # RoIs sampled per image for the loss
+    positive_fraction: Fraction = 0.25  # max fraction of foreground RoIs
+    fg_iou: Fraction = 0.5  # RoI IoU at or above which it is foreground
+    bg_iou_hi: Fraction = 0.5  # RoI IoU below which it may be background ...
+    bg_iou_lo: Fraction = 0.0  # ... and at or above which (0 = any)
     ohem: bool = False  # online hard example mining instead of random sampling
-    box_coder_stds: Tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)  # dx,dy,dw,dh stds
-    smooth_l1_beta: float = 1.0  # smooth-L1 transition point of the box loss
-    score_thresh: float = 0.001  # detections below this score are dropped
-    nms_thresh: float = 0.3  # per-class NMS IoU threshold at inference
-    detections_per_image: int = 100  # detections kept per image after NMS
+    box_coder_stds: Tuple[PositiveFloat, PositiveFloat, PositiveFloat, PositiveFloat] = (0.1, 0.1, 0.2, 0.2)  # dx,dy,dw,dh stds
+    smooth_l1_beta: NonNegFloat = 1.0  # smooth-L1 transition point of the box loss
+    score_thresh: Fraction = 0.001  # detections below this score are dropped
+    nms_thresh: Fraction = 0.3  # per-class NMS IoU threshold at inference
+    detections_per_image: PositiveInt = 100  # detections kept per image after NMS
 
 
 @dataclass(frozen=True)
@@ -101,8 +104,8 @@ class RFCNHeadConfig(HeadBaseConfig):
 
     type: Literal["rfcn"] = "rfcn"  # R-FCN head
     deformable: bool = True  # deformable PS-RoI pooling vs plain PS-RoI pooling
-    group_size: int = 7  # position-sensitive score map grid
-    score_lr_mult: float = 1.0  # learning-rate multiplier of the score and box maps
+    group_size: PositiveInt = 7  # position-sensitive score map grid
+    score_lr_mult: NonNegFloat = 1.0  # learning-rate multiplier of the score and box maps
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ class FastRCNNHeadConfig(HeadBaseConfig):
 
     type: Literal["fast_rcnn"] = "fast_rcnn"  # Fast R-CNN (2fc) head
     pooler: Literal["deformable", "psroi_plain", "roi_align"] = "deformable"  # RoI pooling
-    fc_dim: int = 1024  # width of the two fc layers
+    fc_dim: PositiveInt = 1024  # width of the two fc layers
 
 
 # The head sections by ``type``; the config loader picks one from ``model.head.type``.
@@ -123,10 +126,10 @@ ARCH_OF_HEAD = {"rfcn": "rfcn", "fast_rcnn": "faster_rcnn"}
 
 @dataclass(frozen=True)
 class ModelConfig(_Section):
-    num_classes: int = 20  # K object classes, background excluded
-    pixel_mean: Tuple[float, float, float] = (123.675, 116.28, 103.53)  # RGB mean, 0-255 scale
-    pixel_std: Tuple[float, float, float] = (58.395, 57.12, 57.375)  # RGB std, 0-255 scale
-    size_divisibility: int = 32  # preprocess pads H and W up to a multiple of this
+    num_classes: PositiveInt = 20  # K object classes, background excluded
+    pixel_mean: Tuple[FiniteFloat, FiniteFloat, FiniteFloat] = (123.675, 116.28, 103.53)  # RGB mean, 0-255 scale
+    pixel_std: Tuple[PositiveFloat, PositiveFloat, PositiveFloat] = (58.395, 57.12, 57.375)  # RGB std, 0-255 scale
+    size_divisibility: PositiveInt = 32  # preprocess pads H and W up to a multiple of this
     backbone: BackboneConfig = field(default_factory=BackboneConfig)  # ResNet trunk
     rpn: RPNConfig = field(default_factory=RPNConfig)  # region proposal network
     head: HeadConfig = field(default_factory=RFCNHeadConfig)  # second-stage box head (by type)
@@ -139,16 +142,16 @@ class ModelConfig(_Section):
 
 @dataclass(frozen=True)
 class SyntheticConfig(_Section):
-    num_images: int = 64  # images in the in-memory synthetic set
-    seed: int = 0  # generator seed (each image is seeded from (seed, index))
-    image_size: Tuple[int, int] = (256, 320)  # (h, w) before the resize transform
-    num_classes: int = 4  # shape classes drawn
-    min_objects: int = 1  # fewest objects per image
-    max_objects: int = 6  # most objects per image
-    min_object_size: float = 12.0  # px, size of the smallest object (log-uniform sizes)
-    max_object_fraction: float = 0.85  # largest object size / the image's short side
-    distortion: float = 1.0  # 0..1 strength of the shear / bend / warp of the shapes
-    clutter: float = 1.0  # 0..1 distractor strokes and share of textured backgrounds
+    num_images: PositiveInt = 64  # images in the in-memory synthetic set
+    seed: NonNegInt = 0  # generator seed (each image is seeded from (seed, index))
+    image_size: Tuple[PositiveInt, PositiveInt] = (256, 320)  # (h, w) before the resize transform
+    num_classes: PositiveInt = 4  # shape classes drawn
+    min_objects: NonNegInt = 1  # fewest objects per image
+    max_objects: PositiveInt = 6  # most objects per image
+    min_object_size: PositiveFloat = 12.0  # px, size of the smallest object (log-uniform sizes)
+    max_object_fraction: PositiveFraction = 0.85  # largest object size / the image's short side
+    distortion: Fraction = 1.0  # 0..1 strength of the shear / bend / warp of the shapes
+    clutter: Fraction = 1.0  # 0..1 distractor strokes and share of textured backgrounds
     split: str = "train"  # split name given to the generator ("train", "val", ...)
 
 
@@ -165,14 +168,14 @@ class DatasetConfig(_Section):
 class DataConfig(_Section):
     train: DatasetConfig = field(default_factory=DatasetConfig)  # training set
     test: DatasetConfig = field(default_factory=DatasetConfig)  # evaluation set
-    min_size_train: Tuple[int, ...] = (600,)  # short-side sizes, one picked at random per image
-    max_size_train: int = 1000  # cap on the long side, training
-    min_size_test: int = 600  # short side at inference
-    max_size_test: int = 1000  # cap on the long side at inference
-    flip_prob: float = 0.5  # horizontal flip probability, training
-    images_per_batch: int = 1  # training images per process per step
-    test_images_per_batch: int = 1  # inference images per process per step
-    num_workers: int = 2  # data loader worker processes
+    min_size_train: Tuple[PositiveInt, ...] = (600,)  # short-side sizes, one picked at random per image
+    max_size_train: PositiveInt = 1000  # cap on the long side, training
+    min_size_test: PositiveInt = 600  # short side at inference
+    max_size_test: PositiveInt = 1000  # cap on the long side at inference
+    flip_prob: Fraction = 0.5  # horizontal flip probability, training
+    images_per_batch: PositiveInt = 1  # training images per process per step
+    test_images_per_batch: PositiveInt = 1  # inference images per process per step
+    num_workers: NonNegInt = 2  # data loader worker processes
     aspect_ratio_grouping: bool = True  # batch landscape and portrait images separately
     filter_empty: bool = True  # drop training images without usable annotations
 
@@ -180,36 +183,36 @@ class DataConfig(_Section):
 @dataclass(frozen=True)
 class SolverConfig(_Section):
     optimizer: Literal["sgd", "adamw"] = "sgd"  # SGD with momentum, or AdamW
-    base_lr: float = 0.0005  # learning rate after warmup
-    momentum: float = 0.9  # SGD momentum
-    betas: Tuple[float, float] = (0.9, 0.999)  # AdamW moment decay rates
-    weight_decay: float = 0.0005  # L2 weight decay of weights
-    weight_decay_norm: float = 0.0  # weight decay of normalisation parameters
-    bias_lr_factor: float = 1.0  # learning-rate multiplier of biases
+    base_lr: PositiveFloat = 0.0005  # learning rate after warmup
+    momentum: DecayRate = 0.9  # SGD momentum
+    betas: Tuple[DecayRate, DecayRate] = (0.9, 0.999)  # AdamW moment decay rates
+    weight_decay: NonNegFloat = 0.0005  # L2 weight decay of weights
+    weight_decay_norm: NonNegFloat = 0.0  # weight decay of normalisation parameters
+    bias_lr_factor: NonNegFloat = 1.0  # learning-rate multiplier of biases
     schedule: Literal["step", "cosine"] = "step"  # learning-rate schedule after warmup
-    steps: Tuple[int, ...] = ()  # iterations at which "step" multiplies the lr by gamma
-    gamma: float = 0.1  # step decay factor
-    max_iter: int = 1000  # training iterations
-    warmup_iters: int = 500  # linear warmup length in iterations
-    warmup_factor: float = 0.001  # lr factor at iteration 0 of warmup
-    clip_grad_norm: float = 0.0  # max gradient norm; 0.0 = off
+    steps: Tuple[PositiveInt, ...] = ()  # iterations at which "step" multiplies the lr by gamma
+    gamma: PositiveFloat = 0.1  # step decay factor
+    max_iter: PositiveInt = 1000  # training iterations
+    warmup_iters: NonNegInt = 500  # linear warmup length in iterations
+    warmup_factor: PositiveFraction = 0.001  # lr factor at iteration 0 of warmup
+    clip_grad_norm: NonNegFloat = 0.0  # max gradient norm; 0.0 = off
     amp: bool = False  # mixed precision (CUDA only)
-    checkpoint_period: int = 1000  # iterations between checkpoints
-    keep_last: int = 3  # checkpoints kept on disk
+    checkpoint_period: NonNegInt = 1000  # iterations between checkpoints
+    keep_last: NonNegInt = 3  # checkpoints kept on disk
 
 
 @dataclass(frozen=True)
 class EvalConfig(_Section):
     evaluator: Literal["coco", "voc"] = "coco"  # metric: COCO AP or VOC mAP at IoU 0.5
-    eval_period: int = 0  # iterations between evaluations during training; 0 = only at the end
+    eval_period: NonNegInt = 0  # iterations between evaluations during training; 0 = only at the end
 
 
 @dataclass(frozen=True)
 class RuntimeConfig(_Section):
     output_dir: str = "out/run"  # config.yaml, checkpoints, logs and metrics go here
-    seed: int = 0  # global RNG seed
+    seed: NonNegInt = 0  # global RNG seed
     device: Literal["auto", "cpu", "cuda"] = "auto"  # "auto" = cuda when available
-    log_period: int = 20  # iterations between log lines
+    log_period: NonNegInt = 20  # iterations between log lines
     deterministic: bool = False  # request deterministic kernels (slower)
 
 

@@ -1,10 +1,13 @@
 """SGD / AdamW with per-module learning-rate multipliers and the warmup + step/cosine schedule."""
 import bisect
+import logging
 import math
 from typing import Dict, List, Sequence
 
 import torch
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 _NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm)
 
@@ -90,6 +93,11 @@ class WarmupLR:
             raise ValueError(f"schedule must be 'step' or 'cosine', got {schedule!r}")
         if list(steps) != sorted(steps):
             raise ValueError(f"solver.steps must be increasing, got {list(steps)}")
+        late = [x for x in steps if x >= max_iter]
+        if late and schedule == "step":
+            # Allowed so that a short smoke run (--set solver.max_iter=10) keeps its config.
+            logger.warning("solver.steps %s are not below solver.max_iter=%d: the lr never "
+                           "decays there", late, max_iter)
         self.optimizer = optimizer
         self.schedule, self.max_iter, self.steps = schedule, max_iter, list(steps)
         self.gamma, self.warmup_iters, self.warmup_factor = gamma, warmup_iters, warmup_factor
