@@ -4,7 +4,9 @@
                           [--device cpu]
 
 FILE is an inference file from tools/export.py or a training checkpoint. Each input image
-IMG.ext is written as DIR/IMG.png (DIR/IMG_ext.png when two inputs share a name).
+IMG.ext is written as DIR/IMG.png (DIR/IMG_ext.png when two inputs share a name). An image
+that cannot be read is skipped with a warning naming it; the count is reported at the end,
+and the exit code is 1 only when no image could be read.
 """
 import argparse
 import os
@@ -27,16 +29,29 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     predictor = Predictor(args.model, device=args.device, score_thresh=args.score_thresh)
     used = set()
-    for path in list_images(args.input):
+    paths, skipped = list_images(args.input), []
+    for path in paths:
+        try:
+            image = decode_image(path)
+        except (OSError, RuntimeError) as e:
+            print(f"warning: skipped {path}: {e}", file=sys.stderr)
+            skipped.append(path)
+            continue
         stem, ext = os.path.splitext(os.path.basename(path))
         name = stem + ".png" if stem + ".png" not in used else f"{stem}_{ext.lstrip('.')}.png"
         used.add(name)
-        image = decode_image(path)
         det = predictor(image)
         drawn = draw_detections(image, det["boxes"], det["scores"], det["labels"],
                                 predictor.class_names)
         out = save_png(os.path.join(args.output_dir, name), drawn)
         print(f"{path}: {len(det['scores'])} detections -> {out}")
+    if skipped:
+        print(f"warning: {len(skipped)} of {len(paths)} images could not be read and were "
+              f"skipped: {', '.join(skipped)}", file=sys.stderr)
+    if len(skipped) == len(paths):
+        print(f"error: none of the {len(paths)} images under {args.input!r} could be read",
+              file=sys.stderr)
+        return 1
     return 0
 
 

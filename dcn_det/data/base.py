@@ -1,10 +1,52 @@
-"""Pieces shared by the detection datasets: target construction and the error wrapper."""
+"""Pieces shared by the detection datasets: target construction, the decoded-size check and
+the errors."""
 from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
-from .transforms import clip_and_filter_boxes, image_to_tensor
+from .transforms import clip_and_filter_boxes, decode_image, image_to_tensor
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used as it is: a malformed annotation entry, a path outside the
+    dataset root, classes that do not fit the model, an image whose size is not the stated one.
+    The message names the file and the entry."""
+
+
+def check_image_size(image: np.ndarray, stated_hw: Tuple[int, int], path: str, where: str) -> None:
+    """Checks that a decoded image has the size its annotation states.
+
+    The annotation's boxes are in the frame of the image its annotator saw, whose size is the
+    stated one. A decoded image of another size (EXIF orientation applied, see
+    ``decode_image``) puts those boxes on other pixels, and which of the two frames the boxes
+    were drawn in cannot be told from the file, so a mismatch is an error, never a silent fix.
+
+    Args:
+        image: the decoded ``(H, W, 3)`` image.
+        stated_hw: ``(height, width)`` from the annotation.
+        path: the image file (read again, without EXIF orientation, to explain a mismatch).
+        where: the annotation entry, e.g. ``"ann.json: image id 7"``.
+
+    Raises:
+        DatasetError: naming ``where``, ``path`` and both sizes.
+    """
+    h, w = image.shape[:2]
+    sh, sw = int(stated_hw[0]), int(stated_hw[1])
+    if (h, w) == (sh, sw):
+        return
+    why = ""
+    try:
+        raw = decode_image(path, apply_exif_orientation=False).shape[:2]
+    except (OSError, RuntimeError):
+        raw = (h, w)
+    if raw != (h, w):
+        why = (f"; its EXIF orientation turns the stored {raw[0]}x{raw[1]} pixels into "
+               f"{h}x{w}, so the boxes may be in either frame")
+    raise DatasetError(f"{where}: image file {path!r} decodes to height x width {h}x{w} "
+                       f"(EXIF orientation applied) but the annotation states {sh}x{sw}{why}; "
+                       "fix the annotation's size (and its boxes, if they were drawn in the "
+                       "other frame) or the image")
 
 
 def make_target(boxes, labels, image_id: int, orig_size: Tuple[int, int],

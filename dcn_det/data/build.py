@@ -3,16 +3,22 @@
 Batches are ``(images: list[uint8 (3, H, W) RGB], targets: list[dict])``: images keep their
 own sizes (the model's ``preprocess`` pads them), so collation is a plain transpose.
 
+Both loaders check, before the first batch, that every image file of their dataset exists
+(all missing ones named at once); the training loader also checks the dataset's number of
+classes against the model's.
+
 Workers are forked with OpenCV's thread pool left alone: calling ``cv2.setNumThreads`` in a
 forked worker deadlocked here (it tears down condition variables the parent's pool threads
 were waiting on), while using the inherited pool is safe.
 """
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader
 
+from .base import DatasetError
 from .coco import COCODataset
+from .files import require_dataset_files
 from .seeded import SeededBatches, SeededDataset
 from .samplers import (AspectRatioGroupedBatchSampler, InferenceSampler, TrainingSampler,
                        aspect_ratio_group_ids)
@@ -55,22 +61,36 @@ def build_dataset(ds_cfg, data_cfg, is_train: bool):
     kind = ds_cfg.type
     if kind == "coco":
         if not ds_cfg.ann_file:
-            raise ValueError("data.*.ann_file must name the COCO instances JSON for type 'coco'")
+            raise DatasetError("data.*.ann_file must name the COCO instances JSON for type 'coco'")
         return COCODataset(ds_cfg.ann_file, ds_cfg.root, transforms, filter_empty=filter_empty)
     if kind == "voc":
         if not ds_cfg.root or not ds_cfg.splits:
-            raise ValueError("data.*.root (the VOCdevkit folder) and data.*.splits (e.g. "
+            raise DatasetError("data.*.root (the VOCdevkit folder) and data.*.splits (e.g. "
                              f"['2007/trainval']) are required for type 'voc'; got root="
                              f"{ds_cfg.root!r}, splits={list(ds_cfg.splits)!r}")
         return VOCDataset(ds_cfg.root, list(ds_cfg.splits), transforms,
                           keep_difficult=not is_train, filter_empty=filter_empty)
     if kind == "synthetic":
         if ds_cfg.root:
-            raise ValueError(f"data.*.root must be '' for type 'synthetic' (generated in memory), "
+            raise DatasetError(f"data.*.root must be '' for type 'synthetic' (generated in memory), "
                              f"got {ds_cfg.root!r}; read written synthetic data with type 'coco' "
                              "or 'voc'")
         return SyntheticDataset(**synthetic_kwargs(ds_cfg.synthetic), transforms=transforms)
-    raise ValueError(f"data.*.type must be one of {DATASET_TYPES}, got {kind!r}")
+    raise DatasetError(f"data.*.type must be one of {DATASET_TYPES}, got {kind!r}")
+
+
+def check_num_classes(dataset, num_classes: int) -> None:
+    """Raises when ``dataset`` has another number of classes than the model (``num_classes``).
+
+    Labels ``>= num_classes`` would be read as background or index past the classifier;
+    fewer classes would train outputs no data ever reaches.
+    """
+    names = list(dataset.class_names)
+    if len(names) != num_classes:
+        raise DatasetError(f"the training set {dataset.source} has {len(names)} classes "
+                           f"{names} but model.num_classes is {num_classes}; set "
+                           f"model.num_classes={len(names)} or use a dataset with "
+                           f"{num_classes} classes")
 
 
 def collate_lists(batch) -> Tuple[List[torch.Tensor], List[dict]]:
@@ -101,7 +121,7 @@ class InfiniteLoader:
 
 
 def build_train_loader(data_cfg, rank: int = 0, world_size: int = 1, seed: int = 0,
-                       start_iter: int = 0) -> InfiniteLoader:
+                       start_iter: int = 0, num_classes: Optional[int] = None) -> InfiniteLoader:
     """Infinite training batches for this process's shard.
 
     Args:
@@ -110,13 +130,23 @@ def build_train_loader(data_cfg, rank: int = 0, world_size: int = 1, seed: int =
         seed: fixes the index stream (shared by all ranks) and each item's augmentation
             (see :mod:`dcn_det.data.seeded`).
         start_iter: batches to skip, so a resumed run continues the same batch sequence.
+        num_classes: the model's ``model.num_classes``; the dataset must have as many classes
+            (None = not checked).
 
     Returns:
         an ``InfiniteLoader``: ``next()`` gives ``(list[image], list[target])``.
+
+    Raises:
+        DatasetError: an empty dataset or another number of classes than ``num_classes``.
+        FileNotFoundError: image files are missing (all of them named).
     """
     dataset = build_dataset(data_cfg.train, data_cfg, is_train=True)
     if len(dataset) == 0:
-        raise ValueError("the training dataset is empty (after filtering images without boxes)")
+        raise DatasetError(f"the training dataset {dataset.source} is empty (after filtering "
+                           "images without boxes)")
+    if num_classes is not None:
+        check_num_classes(dataset, num_classes)
+    require_dataset_files(dataset)
     sampler = TrainingSampler(len(dataset), shuffle=True, seed=seed, rank=rank, world_size=world_size)
     if data_cfg.aspect_ratio_grouping:
         batch_sampler = AspectRatioGroupedBatchSampler(sampler, aspect_ratio_group_ids(dataset),
@@ -138,9 +168,11 @@ def build_test_loader(data_cfg, rank: int = 0, world_size: int = 1) -> DataLoade
     """Test batches covering every image of ``data_cfg.test`` exactly once across ranks.
 
     One resize (``min_size_test``, ``max_size_test``), no flip, no filtering. ``.dataset`` of
-    the returned loader is the dataset (``get_annotations`` for evaluators).
+    the returned loader is the dataset (``get_annotations`` for evaluators). Missing image
+    files raise ``FileNotFoundError`` (all of them named) before the first batch.
     """
     dataset = build_dataset(data_cfg.test, data_cfg, is_train=False)
+    require_dataset_files(dataset)
     return DataLoader(dataset, sampler=InferenceSampler(len(dataset), rank, world_size),
                       batch_size=data_cfg.test_images_per_batch, num_workers=data_cfg.num_workers,
                       collate_fn=collate_lists)

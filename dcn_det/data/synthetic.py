@@ -298,6 +298,11 @@ class SyntheticDataset:
     def __len__(self) -> int:
         return self.num_images
 
+    @property
+    def source(self) -> str:
+        """How errors and reports name this dataset (it has no file)."""
+        return f"the synthetic dataset (split {self.split!r}, seed {self.seed})"
+
     def _check_index(self, idx: int) -> int:
         if not -self.num_images <= idx < self.num_images:
             raise IndexError(f"index {idx} out of range for SyntheticDataset of {self.num_images} images")

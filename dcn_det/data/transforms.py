@@ -47,14 +47,17 @@ def list_images(path: str) -> List[str]:
     return files
 
 
-def decode_image(path: str) -> np.ndarray:
+def decode_image(path: str, apply_exif_orientation: bool = True) -> np.ndarray:
     """Reads an image file as 8-bit RGB.
 
-    The EXIF orientation is applied (OpenCV's ``IMREAD_COLOR`` does it); grayscale, RGBA
-    (alpha dropped) and 16-bit files are converted to 8-bit, 3-channel RGB.
+    The EXIF orientation is applied (OpenCV's ``IMREAD_COLOR`` does it, for ``cv2.imdecode``
+    as for ``cv2.imread``); grayscale, RGBA (alpha dropped) and 16-bit files are converted to
+    8-bit, 3-channel RGB.
 
     Args:
         path: the image file.
+        apply_exif_orientation: False = the stored pixels as they are, EXIF orientation
+            ignored (used to explain a size mismatch, never to train on).
 
     Returns:
         ``np.ndarray (H, W, 3) uint8``, RGB.
@@ -73,7 +76,9 @@ def decode_image(path: str) -> np.ndarray:
     # missing end-of-image marker is checked by hand (trailing padding bytes are tolerated).
     if data[:2] == _JPEG_MAGIC and not data.rstrip(b"\x00\r\n\t ").endswith(_JPEG_EOI):
         raise RuntimeError(f"image file is truncated (JPEG has no end-of-image marker): {path!r}")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    flags = cv2.IMREAD_COLOR if apply_exif_orientation else \
+        cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if image is None:
         raise RuntimeError(f"image file is corrupt, truncated or not an image: {path!r}")
     if image.dtype != np.uint8:  # IMREAD_COLOR already reduces 16-bit, but be certain

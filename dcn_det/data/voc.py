@@ -7,15 +7,24 @@ Box convention: VOC stores 1-based, inclusive pixel indices (``xmin = 1`` is the
 ``xmax = W`` the last). In our continuous frame pixel ``i`` (0-based) covers ``[i, i+1)``, so a
 VOC box becomes ``(xmin - 1, ymin - 1, xmax, ymax)``: the full image is ``[0, 0, W, H]`` and
 the box width is ``xmax - xmin + 1``, the pixel count VOC's own evaluation uses.
+
+Checks: an image-set entry must be a plain name (no path separator, not absolute, not ``..``),
+so nothing outside ``VOC<year>/`` is read; every listed image file must exist (all missing
+ones are reported at once); ``<size>`` must be positive integers and equal the decoded image's
+size; objects whose box has NaN/inf, a negative size or no area inside the image are left out
+with one counted warning per image set.
 """
 import logging
+import math
 import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from defusedxml import DefusedXmlException, ElementTree
 
-from .base import finish_item, load_error, make_target
+from .base import DatasetError, check_image_size, finish_item, load_error, make_target
+from .dropped import DroppedBoxes
+from .files import require_image_files
 from .transforms import decode_image
 
 logger = logging.getLogger(__name__)
@@ -31,7 +40,7 @@ CLASS_NAMES_FILE = "class_names.txt"
 def _text(node, tag: str, xml_file: str) -> str:
     child = node.find(tag)
     if child is None or child.text is None or not child.text.strip():
-        raise ValueError(f"VOC annotation {xml_file!r}: missing <{tag}>")
+        raise DatasetError(f"VOC annotation {xml_file!r}: missing <{tag}>")
     return child.text.strip()
 
 
@@ -40,7 +49,16 @@ def _number(node, tag: str, xml_file: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise ValueError(f"VOC annotation {xml_file!r}: <{tag}> is {text!r}, not a number") from None
+        raise DatasetError(f"VOC annotation {xml_file!r}: <{tag}> is {text!r}, not a number") \
+            from None
+
+
+def _size(node, tag: str, xml_file: str) -> int:
+    value = _number(node, tag, xml_file)
+    if not (math.isfinite(value) and value.is_integer() and value > 0):
+        raise DatasetError(f"VOC annotation {xml_file!r}: <size><{tag}> is {value:g}; height and "
+                           "width must be positive integers (pixels)")
+    return int(value)
 
 
 def parse_voc_xml(xml_file: str, class_to_label: Dict[str, int]) -> Dict:
@@ -48,10 +66,11 @@ def parse_voc_xml(xml_file: str, class_to_label: Dict[str, int]) -> Dict:
 
     Returns:
         ``{"height", "width", "boxes": (M, 4) float32 continuous XYXY, "labels": (M,) int64,
-        "difficult": (M,) bool}``.
+        "difficult": (M,) bool}``, every object of the file (NaN or degenerate boxes
+        included: the dataset counts and leaves them out).
 
     Raises:
-        FileNotFoundError / ValueError naming ``xml_file`` for a missing file, malformed XML,
+        FileNotFoundError / DatasetError naming ``xml_file`` for a missing file, malformed XML,
         missing fields or a class name not in ``class_to_label``.
     """
     if not os.path.isfile(xml_file):
@@ -59,20 +78,20 @@ def parse_voc_xml(xml_file: str, class_to_label: Dict[str, int]) -> Dict:
     try:
         root = ElementTree.parse(xml_file).getroot()
     except (ElementTree.ParseError, DefusedXmlException) as e:
-        raise ValueError(f"VOC annotation {xml_file!r} is not valid (or unsafe) XML: {e}") from e
+        raise DatasetError(f"VOC annotation {xml_file!r} is not valid (or unsafe) XML: {e}") from e
     size = root.find("size")
     if size is None:
-        raise ValueError(f"VOC annotation {xml_file!r}: missing <size>")
-    width, height = int(_number(size, "width", xml_file)), int(_number(size, "height", xml_file))
+        raise DatasetError(f"VOC annotation {xml_file!r}: missing <size>")
+    width, height = _size(size, "width", xml_file), _size(size, "height", xml_file)
     boxes, labels, difficult = [], [], []
     for obj in root.iter("object"):
         name = _text(obj, "name", xml_file)
         if name not in class_to_label:
-            raise ValueError(f"VOC annotation {xml_file!r}: unknown class name {name!r}; "
+            raise DatasetError(f"VOC annotation {xml_file!r}: unknown class name {name!r}; "
                              f"known classes: {sorted(class_to_label)}")
         box = obj.find("bndbox")
         if box is None:
-            raise ValueError(f"VOC annotation {xml_file!r}: object {name!r} has no <bndbox>")
+            raise DatasetError(f"VOC annotation {xml_file!r}: object {name!r} has no <bndbox>")
         x1, y1, x2, y2 = (_number(box, t, xml_file) for t in ("xmin", "ymin", "xmax", "ymax"))
         boxes.append([x1 - 1.0, y1 - 1.0, x2, y2])
         labels.append(class_to_label[name])
@@ -83,6 +102,33 @@ def parse_voc_xml(xml_file: str, class_to_label: Dict[str, int]) -> Dict:
             "labels": np.asarray(labels, np.int64), "difficult": np.asarray(difficult, bool)}
 
 
+def check_set_entry(name: str, set_file: str, line: int) -> None:
+    """Refuses an image-set entry that is not a plain image name (it would be looked up
+    outside ``JPEGImages/`` and ``Annotations/``)."""
+    if (name in (".", "..") or "/" in name or "\\" in name or os.path.isabs(name)
+            or (len(name) > 1 and name[1] == ":") or "\x00" in name):
+        raise DatasetError(f"{set_file}, line {line}: image name {name!r} must be a plain file "
+                           "name without a path (no '/', '\\', '..' or drive)")
+
+
+def _read_set_file(set_file: str) -> List[str]:
+    names = []
+    with open(set_file, encoding="utf-8") as f:
+        for line, text in enumerate(f, 1):
+            if text.strip():
+                names.append(text.split()[0])
+                check_set_entry(names[-1], set_file, line)
+    return names
+
+
+def _keep_boxes(rec: Dict, dropped: DroppedBoxes) -> None:
+    """Leaves out (and counts) the objects of ``rec`` whose box cannot be a target."""
+    keep = np.array([dropped.check(f"{rec['name']} object {j}", box.tolist(), rec["height"],
+                                   rec["width"]) for j, box in enumerate(rec["boxes"])], bool)
+    for key in ("boxes", "labels", "difficult"):
+        rec[key] = rec[key][keep]
+
+
 def _read_class_names(root: str) -> Tuple[str, ...]:
     path = os.path.join(root, CLASS_NAMES_FILE)
     if not os.path.isfile(path):
@@ -90,7 +136,7 @@ def _read_class_names(root: str) -> Tuple[str, ...]:
     with open(path, encoding="utf-8") as f:
         names = tuple(line.strip() for line in f if line.strip())
     if not names or len(set(names)) != len(names):
-        raise ValueError(f"{path} must list distinct class names, one per line; got {names!r}")
+        raise DatasetError(f"{path} must list distinct class names, one per line; got {names!r}")
     return names
 
 
@@ -110,41 +156,53 @@ class VOCDataset:
         keep_difficult: keep ``difficult`` objects (flagged) in the targets; training leaves
             them out, evaluation keeps them.
         filter_empty: drop images without a box the targets would use (for training; logged).
+        check_files: raise when listed image files are missing (all named at once); False
+            lets ``data.check`` list them with the other problems.
+
+    Attributes:
+        source: the image-set files, named in errors and reports.
+        dropped: ``[DroppedBoxes]``, one per split: the objects left out, by reason.
     """
 
     def __init__(self, root: str, splits: Sequence[str], transforms: Optional[Callable] = None,
                  class_names: Optional[Sequence[str]] = None, keep_difficult: bool = False,
-                 filter_empty: bool = False):
+                 filter_empty: bool = False, check_files: bool = True):
         if isinstance(splits, str) or not splits:
-            raise ValueError(f"splits must be a non-empty list like ['2007/trainval'], got {splits!r}")
+            raise DatasetError(f"splits must be a non-empty list like ['2007/trainval'], got {splits!r}")
         if not os.path.isdir(root):
             raise FileNotFoundError(f"VOCdevkit root not found: {root!r}")
         self.root, self.transforms, self.keep_difficult = root, transforms, keep_difficult
         self.class_names = list(class_names) if class_names is not None else list(_read_class_names(root))
         class_to_label = {n: i for i, n in enumerate(self.class_names)}
         self.records: List[Dict] = []
+        self.dropped: List[DroppedBoxes] = []
+        set_files = []
         for split in splits:
             parts = split.split("/") if isinstance(split, str) else []
             if len(parts) != 2 or not all(parts):
-                raise ValueError(f"each split must be '<year>/<image set>', e.g. '2007/trainval'; "
+                raise DatasetError(f"each split must be '<year>/<image set>', e.g. '2007/trainval'; "
                                  f"got {split!r}")
             year, image_set = parts
             base = os.path.join(root, f"VOC{year}")
             set_file = os.path.join(base, "ImageSets", "Main", image_set + ".txt")
             if not os.path.isfile(set_file):
                 raise FileNotFoundError(f"VOC image set file not found: {set_file!r} (split {split!r})")
-            with open(set_file, encoding="utf-8") as f:
-                names = [line.split()[0] for line in f if line.strip()]
-            for name in names:
-                image_file = os.path.join(base, "JPEGImages", name + ".jpg")
-                if not os.path.isfile(image_file):
-                    raise FileNotFoundError(f"VOC image file not found: {image_file!r} "
-                                            f"(listed in {set_file!r})")
-                rec = parse_voc_xml(os.path.join(base, "Annotations", name + ".xml"), class_to_label)
-                rec.update(name=name, image_file=image_file, image_id=len(self.records))
+            set_files.append(set_file)
+            dropped = DroppedBoxes(set_file, "object")
+            for name in _read_set_file(set_file):
+                xml_file = os.path.join(base, "Annotations", name + ".xml")
+                rec = parse_voc_xml(xml_file, class_to_label)
+                rec.update(name=name, image_file=os.path.join(base, "JPEGImages", name + ".jpg"),
+                           xml_file=xml_file, image_id=len(self.records))
+                _keep_boxes(rec, dropped)
                 self.records.append(rec)
+            dropped.warn()
+            self.dropped.append(dropped)
+        self.source = ", ".join(set_files)
+        if check_files:
+            require_image_files([r["image_file"] for r in self.records], self.source)
         if not self.records:
-            raise ValueError(f"VOC splits {list(splits)} under {root!r} list no images")
+            raise DatasetError(f"VOC splits {list(splits)} under {root!r} list no images")
         if filter_empty:
             n = len(self.records)
             self.records = [r for r in self.records if len(r["labels"]) > 0
@@ -154,6 +212,22 @@ class VOCDataset:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def image_path(self, idx: int) -> str:
+        """The image file of item ``idx``."""
+        return self.records[idx]["image_file"]
+
+    def load_image(self, idx: int) -> np.ndarray:
+        """The decoded ``(H, W, 3) uint8`` RGB image of item ``idx``, of its ``<size>``.
+
+        Raises:
+            FileNotFoundError / RuntimeError: the file is missing or not decodable.
+            DatasetError: its size is not the annotation's ``<size>``.
+        """
+        r = self.records[idx]
+        image = decode_image(r["image_file"])
+        check_image_size(image, (r["height"], r["width"]), r["image_file"], r["xml_file"])
+        return image
 
     def image_hw(self, idx: int) -> Tuple[int, int]:
         """``(h, w)`` from the annotation's ``<size>`` (used for aspect-ratio grouping)."""
@@ -172,7 +246,7 @@ class VOCDataset:
     def __getitem__(self, idx: int):
         r = self.records[idx]
         try:
-            image = decode_image(r["image_file"])
+            image = self.load_image(idx)
             keep = np.ones(len(r["labels"]), bool) if self.keep_difficult else ~r["difficult"]
             target = make_target(r["boxes"][keep], r["labels"][keep], r["image_id"],
                                  image.shape[:2], r["difficult"][keep])

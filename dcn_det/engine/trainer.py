@@ -141,7 +141,7 @@ def train(cfg: Config, resume: str = "auto") -> Dict[str, Any]:
                 model, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=False)
         data_iter = build_train_loader(cfg.data, rank, world, seed=cfg.runtime.seed,
-                                       start_iter=start_iter)
+                                       start_iter=start_iter, num_classes=cfg.model.num_classes)
         class_names = data_iter.dataset.class_names
         log_period, s = cfg.runtime.log_period, cfg.solver
         metric_logger = MetricLogger(writer, max_iter, start_iter, window=max(log_period, 1))

@@ -5,14 +5,16 @@
 """
 import logging
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 
 from dcn_det import distributed as du
 from dcn_det.config import Config
+from dcn_det.data.base import DatasetError
 from dcn_det.data.build import build_test_loader
 from dcn_det.evaluation.build import build_evaluator
+from dcn_det.evaluation.class_map import model_to_dataset_labels
 from dcn_det.evaluation.inference import inference_on_dataset
 from dcn_det.io.atomic import write_json
 from dcn_det.io.model_file import build_inference_model, read_model_file
@@ -22,12 +24,36 @@ logger = logging.getLogger("dcn_det")
 
 
 def evaluate(cfg: Config, model: torch.nn.Module, device: torch.device,
-             output_dir: Optional[str]) -> Dict[str, Any]:
-    """Runs inference over ``cfg.data.test`` and returns the metrics (``{}`` off rank 0)."""
+             output_dir: Optional[str], class_names: Optional[Sequence[str]] = None,
+             model_source: str = "the model") -> Dict[str, Any]:
+    """Runs inference over ``cfg.data.test`` and returns the metrics (``{}`` off rank 0).
+
+    Args:
+        cfg: data, test and runtime settings (``cfg.model.num_classes`` when ``class_names``
+            is None).
+        model: the detector.
+        device: where it runs.
+        output_dir: where the evaluator writes ``detections.json``; None = nowhere.
+        class_names: the model's classes in label order; its detections are matched with the
+            test set's classes by name (``class_map``). None = only the count is checked.
+        model_source: how errors name the model (its file).
+
+    Raises:
+        DatasetError: the test set's classes cannot be matched with the model's.
+    """
     loader = build_test_loader(cfg.data, du.get_rank(), du.get_world_size())
-    evaluator = build_evaluator(cfg.test.evaluator, loader.dataset, output_dir)
+    dataset = loader.dataset
+    label_map = None
+    if class_names is not None:
+        label_map = model_to_dataset_labels(class_names, dataset.class_names, model_source,
+                                            dataset.source)
+    elif len(dataset.class_names) != cfg.model.num_classes:
+        raise DatasetError(f"the test set {dataset.source} has {len(dataset.class_names)} "
+                           f"classes {list(dataset.class_names)} but the model has "
+                           f"model.num_classes={cfg.model.num_classes}")
+    evaluator = build_evaluator(cfg.test.evaluator, dataset, output_dir)
     return inference_on_dataset(model, loader, evaluator, device,
-                                progress=du.is_main_process())
+                                progress=du.is_main_process(), label_map=label_map)
 
 
 def write_metrics(metrics: Dict[str, Any], output_dir: str) -> str:
@@ -39,7 +65,9 @@ def evaluate_checkpoint(cfg: Config, path: str) -> Dict[str, Any]:
     """``tools/test.py``: evaluates the model in ``path`` on ``cfg.data.test``.
 
     The model's architecture comes from the file's stored config (so a checkpoint is always
-    rebuilt as it was trained); data, test and runtime settings come from ``cfg``.
+    rebuilt as it was trained); data, test and runtime settings come from ``cfg``. The
+    file's ``class_names`` are matched with the test set's by name, so a COCO file that gives
+    the same classes other ids evaluates correctly and one with other classes is an error.
     Writes ``detections.json`` (COCO) and ``metrics.json`` to ``cfg.runtime.output_dir`` and
     logs the AP table.
     """
@@ -49,9 +77,9 @@ def evaluate_checkpoint(cfg: Config, path: str) -> Dict[str, Any]:
     os.makedirs(out, exist_ok=True)
     setup_logging(os.path.join(out, "test_log.txt"), du.get_rank())
     # the architecture comes from the file (trained config), the data/test settings from cfg
-    file_cfg, state, _ = read_model_file(path)
+    file_cfg, state, class_names = read_model_file(path)
     model = build_inference_model(file_cfg, state, device)
-    metrics = evaluate(cfg, model, device, out)
+    metrics = evaluate(cfg, model, device, out, class_names=class_names, model_source=repr(path))
     if du.is_main_process():
         write_metrics(metrics, out)
         logger.info("results of %s:\n%s", path, format_metrics(metrics))

@@ -1,7 +1,7 @@
 """Runs a detector over a test loader and feeds an evaluator."""
 import logging
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 from tqdm import tqdm
@@ -11,7 +11,8 @@ logger = logging.getLogger("dcn_det")
 
 @torch.no_grad()
 def inference_on_dataset(model: torch.nn.Module, loader, evaluator, device: torch.device,
-                         progress: bool = True) -> Dict[str, Any]:
+                         progress: bool = True,
+                         label_map: Optional[Sequence[int]] = None) -> Dict[str, Any]:
     """Detections for every image of ``loader`` -> ``evaluator.evaluate()``.
 
     Args:
@@ -21,10 +22,13 @@ def inference_on_dataset(model: torch.nn.Module, loader, evaluator, device: torc
         evaluator: a COCO/VOC evaluator (``reset``, ``process``, ``evaluate``).
         device: where the model runs.
         progress: show a tqdm bar (rank 0 only).
+        label_map: ``label_map[k]`` = the dataset label of model label ``k``
+            (``class_map.model_to_dataset_labels``); None = the same labels.
 
     Returns:
         The evaluator's metrics (``{}`` on ranks other than 0).
     """
+    lookup = None if label_map is None else torch.as_tensor(list(label_map), dtype=torch.int64)
     was_training = model.training
     model.eval()
     evaluator.reset()
@@ -36,6 +40,8 @@ def inference_on_dataset(model: torch.nn.Module, loader, evaluator, device: torc
             images = [im.to(device) for im in images]
             outputs = model(images, orig_sizes=[t["orig_size"] for t in targets])
             outputs = [{k: v.cpu() for k, v in o.items()} for o in outputs]
+            if lookup is not None:
+                outputs = [{**o, "labels": lookup[o["labels"].long()]} for o in outputs]
             evaluator.process(targets, outputs)
             n += len(images)
     finally:
