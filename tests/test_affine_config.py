@@ -5,7 +5,8 @@ import os
 import pytest
 import torch
 
-from dcn_det.analysis import OffsetCapture, effective_dilation
+from dcn_det.analysis import (OffsetCapture, compose_sampling_points, effective_dilation,
+                              sampling_locations)
 from dcn_det.config import ConfigError, load_config
 from dcn_det.engine.optim import param_groups
 from dcn_det.export import export_onnx, export_program
@@ -133,6 +134,13 @@ def test_capture_on_an_affine_detector_gives_per_tap_offsets(modulated):
         torch.testing.assert_close(off[:, :, 0] - 2 * off[:, :, 1] + off[:, :, 2],
                                    torch.zeros_like(off[:, :, 0]), rtol=0, atol=1e-5)
         assert off.abs().max() > 1e-3
+    # Composition through res5's two layers reads those per-tap offsets like free ones.
+    top = records[-1]
+    composed = compose_sampling_points(records[-2:], [[32.0, 16.0]], group=1)
+    assert [p.shape for p in composed.points] == [(1, 9, 2), (1, 81, 2)]
+    unit = composed.units / top.output_stride
+    pts, _ = sampling_locations(top, unit, group=1)
+    torch.testing.assert_close(composed.points[0], pts * top.input_stride)
 
 
 def test_inference_file_round_trip_of_an_affine_model(tmp_path):
