@@ -142,10 +142,12 @@ def infer_stride(image_hw: Tuple[int, int], map_hw: Tuple[int, int], what: str) 
 class OffsetCapture:
     """Context manager recording every deformable conv's offsets during forward passes.
 
-    Hooks each deformable conv's ``conv_offset`` (its output is the offset field, plus the
-    mask logits for a modulated conv) and the module that receives the image
-    (``model.backbone`` when there is one, else ``model``) to learn the image size, from which
-    each layer's input stride follows. Each forward pass replaces the records of the last.
+    Hooks each deformable conv's ``conv_offset`` (its output is the offset field or, with
+    ``offset_mode="affine"``, the affine parameters, plus the mask logits for a modulated
+    conv; a record holds the per-tap offsets and the mask the op received) and the module
+    that receives the image (``model.backbone`` when there is one, else ``model``) to learn
+    the image size, from which each layer's input stride follows. Each forward pass replaces
+    the records of the last.
 
         with OffsetCapture(model) as cap:
             model(images)
@@ -202,16 +204,17 @@ class OffsetCapture:
         if self.image_hw is None:
             raise RuntimeError("OffsetCapture saw a deformable conv run before any image: call "
                                "the model (or its backbone) on a (N, 3, H, W) tensor")
-        kh, kw = conv.kernel_size
-        n_off = 2 * conv.offset_groups * kh * kw
-        out = out.detach().float().cpu()
-        mask = torch.sigmoid(out[:, n_off:]) if isinstance(conv, ModulatedDeformConv2d) else None
+        # The module's own conversion gives what the op received: per-tap offsets (affine
+        # parameters expanded) and the sigmoid mask; in float32 even inside an autocast region.
+        with torch.autocast(out.device.type, enabled=False):
+            offset, mask = conv.offset_and_mask(out.detach().float())
         in_hw = (int(x.shape[2]), int(x.shape[3]))
         self.records[name] = DeformLayerRecord(
             name=name, kernel_size=tuple(conv.kernel_size), stride=tuple(conv.stride),
             padding=tuple(conv.padding), dilation=tuple(conv.dilation),
-            offset_groups=conv.offset_groups, input_hw=in_hw, offset=out[:, :n_off].contiguous(),
-            mask=None if mask is None else mask.contiguous(),
+            offset_groups=conv.offset_groups, input_hw=in_hw,
+            offset=offset.cpu().contiguous(),
+            mask=None if mask is None else mask.cpu().contiguous(),
             input_stride=infer_stride(self.image_hw, in_hw, f"the input of {name}"))
 
     def ordered_records(self) -> List[DeformLayerRecord]:

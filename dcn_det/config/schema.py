@@ -46,6 +46,7 @@ class BackboneConfig(_Section):
     deform_modulated: bool = False  # DCNv2 (offsets + mask) instead of DCNv1 (offsets only)
     deform_offset_groups: PositiveInt = 4  # offset groups of each deformable conv
     deform_offset_lr_mult: NonNegFloat = 1.0  # learning-rate multiplier of the offset convs
+    deform_offset_mode: Literal["free", "affine"] = "free"  # free: (dy, dx) per tap; affine: A - I and t per offset group (DESIGN 4.1)
     pretrained: str = ""  # torchvision-format ResNet state dict; "" = random init
 
 

@@ -17,3 +17,5 @@ from dcn_det.ops.roi_align import RoIAlign, roi_align  # noqa: E402
 # deform_conv2d v1/v2 (DESIGN 4.1)
 from dcn_det.ops.deform_conv import (  # noqa: E402
     DeformConv2d, ModulatedDeformConv2d, deform_conv2d)
+from dcn_det.ops.affine_offsets import (  # noqa: E402,F401
+    OFFSET_MODES, affine_offset_basis, expand_affine_offsets)

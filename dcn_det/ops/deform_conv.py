@@ -3,7 +3,8 @@
 ``deform_conv2d`` has torchvision's signature and semantics (DESIGN 4.1); it validates its
 arguments and calls ``torch.ops.dcn_det.deform_conv2d``. This file also registers the op's
 fake kernels (for torch.compile / torch.export), its autograd formula and its autocast rule,
-and defines the ``DeformConv2d`` / ``ModulatedDeformConv2d`` modules.
+and defines the ``DeformConv2d`` / ``ModulatedDeformConv2d`` modules, whose offsets are free
+per tap or affine-constrained (``dcn_det.ops.affine_offsets``).
 """
 import math
 from typing import Optional
@@ -12,6 +13,8 @@ import torch
 from torch import nn
 
 from dcn_det.ops._validate import check_floating, check_same, check_tensor, pair
+from dcn_det.ops.affine_offsets import (AFFINE_PARAMS, OFFSET_MODES, affine_offset_basis,
+                                        expand_affine_offsets)
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -187,13 +190,21 @@ def deform_conv2d(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tenso
 
 
 class _DeformConvBase(nn.Module):
-    """Shared parameters and initialisation of the two deformable conv modules."""
+    """Shared parameters, initialisation and offset branch of the two deformable conv modules.
 
-    _MAPS_PER_TAP = 2  # offset channels per tap and offset group (dy, dx)
+    ``conv_offset`` (same kernel, stride, padding and dilation as the main conv, so its output
+    is ``H_out x W_out``) predicts the offsets: ``2*G*kh*kw`` free per-tap ``(dy, dx)`` channels
+    (``offset_mode="free"``) or ``6*G`` affine parameters per location (``"affine"``, see
+    ``dcn_det.ops.affine_offsets`` for the channel order), followed by ``G*kh*kw`` mask logits
+    in the modulated variant. :meth:`offset_and_mask` turns that output into the
+    ``(offset, mask)`` the op receives.
+    """
+
+    _HAS_MASK = False
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, offset_groups: int = 1, bias: bool = True,
-                 offset_lr_mult: float = 1.0):
+                 offset_lr_mult: float = 1.0, offset_mode: str = "free"):
         super().__init__()
         for name, v in (("in_channels", in_channels), ("out_channels", out_channels),
                         ("groups", groups), ("offset_groups", offset_groups)):
@@ -205,6 +216,9 @@ class _DeformConvBase(nn.Module):
         if in_channels % offset_groups:
             raise ValueError(f"in_channels={in_channels} must be divisible by "
                              f"offset_groups={offset_groups}")
+        if offset_mode not in OFFSET_MODES:
+            raise ValueError(f"offset_mode must be one of {OFFSET_MODES}, got "
+                             f"offset_mode={offset_mode!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = pair(kernel_size, "kernel_size")
@@ -213,14 +227,25 @@ class _DeformConvBase(nn.Module):
         self.dilation = pair(dilation, "dilation")
         self.groups = groups
         self.offset_groups = offset_groups
+        self.offset_mode = offset_mode
         kh, kw = self.kernel_size
+        taps = offset_groups * kh * kw
+        # Channels of conv_offset's output that describe offsets (the rest are mask logits).
+        self.offset_param_channels = (AFFINE_PARAMS * offset_groups if offset_mode == "affine"
+                                      else 2 * taps)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kh, kw))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
-        self.conv_offset = nn.Conv2d(in_channels, self._MAPS_PER_TAP * offset_groups * kh * kw,
+        self.conv_offset = nn.Conv2d(in_channels,
+                                     self.offset_param_channels + (taps if self._HAS_MASK else 0),
                                      self.kernel_size, stride=self.stride, padding=self.padding,
                                      dilation=self.dilation, bias=True)
         # Read by the optimizer builder: offsets usually learn at a different rate.
         self.conv_offset.lr_mult = offset_lr_mult
+        # Fixed by the geometry, not learned, so it stays out of the state dict.
+        self.register_buffer(
+            "affine_basis",
+            affine_offset_basis(self.kernel_size, self.dilation, offset_groups)
+            if offset_mode == "affine" else None, persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -230,9 +255,33 @@ class _DeformConvBase(nn.Module):
             fan_in = self.weight.shape[1] * self.weight.shape[2] * self.weight.shape[3]
             bound = 1.0 / math.sqrt(fan_in)
             nn.init.uniform_(self.bias, -bound, bound)
-        # Zero offsets (and mask logits 0 -> 0.5) make the module start as a plain conv.
+        # Zero offsets (free: every tap; affine: A = I, t = 0) and mask logits 0 -> 0.5 make
+        # the module start as a plain conv.
         nn.init.zeros_(self.conv_offset.weight)
         nn.init.zeros_(self.conv_offset.bias)
+
+    def offset_and_mask(self, branch: torch.Tensor):
+        """What the op receives, from the output of ``conv_offset``.
+
+        Args:
+            branch: ``conv_offset``'s output ``(N, offset_param_channels [+ G*kh*kw],
+                H_out, W_out)``.
+
+        Returns:
+            ``(offset, mask)``: ``offset (N, 2*G*kh*kw, H_out, W_out)`` per-tap ``(dy, dx)``
+            in input pixels (affine parameters expanded); ``mask (N, G*kh*kw, H_out, W_out)``
+            = sigmoid of the logits for the modulated variant, else None.
+        """
+        offset = branch[:, :self.offset_param_channels] if self._HAS_MASK else branch
+        if self.affine_basis is not None:
+            offset = expand_affine_offsets(offset, self.affine_basis)
+        mask = torch.sigmoid(branch[:, self.offset_param_channels:]) if self._HAS_MASK else None
+        return offset, mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        offset, mask = self.offset_and_mask(self.conv_offset(x))
+        return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride,
+                             padding=self.padding, dilation=self.dilation, mask=mask)
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -240,6 +289,8 @@ class _DeformConvBase(nn.Module):
         if self.groups != 1:
             s += f", groups={self.groups}"
         s += f", offset_groups={self.offset_groups}"
+        if self.offset_mode != "free":
+            s += f", offset_mode={self.offset_mode!r}"
         if self.bias is None:
             s += ", bias=False"
         if self.conv_offset.lr_mult != 1.0:
@@ -250,30 +301,20 @@ class _DeformConvBase(nn.Module):
 class DeformConv2d(_DeformConvBase):
     """Deformable convolution v1 whose offsets come from its own (zero-initialised) conv.
 
-    ``forward(x)``: ``x (N, C_in, H, W)`` -> ``(N, C_out, H_out, W_out)``; the offset conv
-    has the same kernel, stride, padding and dilation, so its output is ``H_out x W_out``.
+    ``offset_mode="free"``: ``conv_offset`` outputs ``2*G*kh*kw`` channels, the op's offsets.
+    ``offset_mode="affine"``: it outputs ``6*G`` affine parameters (``A - I`` and ``t`` per
+    offset group, DESIGN 4.1), expanded to per-tap offsets by a constant linear map.
+    ``forward(x)``: ``x (N, C_in, H, W)`` -> ``(N, C_out, H_out, W_out)``.
     """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        offset = self.conv_offset(x)
-        return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride,
-                             padding=self.padding, dilation=self.dilation)
 
 
 class ModulatedDeformConv2d(_DeformConvBase):
     """Modulated deformable convolution (DCNv2): offsets and mask from one zero-initialised conv.
 
-    ``conv_offset`` outputs ``3*G*kh*kw`` channels: ``2*G*kh*kw`` offsets, then ``G*kh*kw``
-    mask logits; mask = sigmoid(logits), so 0.5 at initialisation.
+    ``conv_offset`` outputs the offset channels (``2*G*kh*kw`` free or ``6*G`` affine, as in
+    ``DeformConv2d``), then ``G*kh*kw`` mask logits; mask = sigmoid(logits), so 0.5 at
+    initialisation. The mask is per tap in both offset modes.
     ``forward(x)``: ``x (N, C_in, H, W)`` -> ``(N, C_out, H_out, W_out)``.
     """
 
-    _MAPS_PER_TAP = 3
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv_offset(x)
-        n_off = 2 * self.offset_groups * self.kernel_size[0] * self.kernel_size[1]
-        offset, logits = out[:, :n_off], out[:, n_off:]
-        return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride,
-                             padding=self.padding, dilation=self.dilation,
-                             mask=torch.sigmoid(logits))
+    _HAS_MASK = True

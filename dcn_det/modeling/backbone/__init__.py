@@ -15,7 +15,7 @@ def build_backbone(cfg_backbone) -> ResNet:
         cfg_backbone: a ``BackboneConfig`` (see ``dcn_det.config``); only its attributes are
             read: depth, width_mult, stride_in_1x1, norm, gn_groups, freeze_at,
             res5_dilation, deform_stages, deform_modulated, deform_offset_groups,
-            deform_offset_lr_mult, pretrained.
+            deform_offset_lr_mult, deform_offset_mode, pretrained.
 
     Returns:
         A ResNet returning ``{"res4", "res5"}``, with ``out_channels`` and ``out_strides``.
@@ -32,6 +32,7 @@ def build_backbone(cfg_backbone) -> ResNet:
         deform_modulated=cfg_backbone.deform_modulated,
         deform_offset_groups=cfg_backbone.deform_offset_groups,
         deform_offset_lr_mult=cfg_backbone.deform_offset_lr_mult,
+        deform_offset_mode=cfg_backbone.deform_offset_mode,
         out_features=OUT_FEATURES,
     )
     if cfg_backbone.pretrained:

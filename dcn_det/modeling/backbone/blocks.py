@@ -27,11 +27,20 @@ class DeformSpec:
         offset_groups: offset groups G (must divide the conv's input channels).
         offset_lr_mult: learning-rate multiplier for the offset conv (read by the optimizer
             builder from ``conv_offset.lr_mult``).
+        offset_mode: ``"free"`` or ``"affine"``, the deformable conv's ``offset_mode``.
     """
 
     modulated: bool
     offset_groups: int
     offset_lr_mult: float
+    offset_mode: str = "free"
+
+    def __post_init__(self):
+        # Checked here too so a bad mode fails even when no stage is deformable; the values
+        # are dcn_det.ops.OFFSET_MODES (not imported: the plain backbone needs no compiled ops).
+        if self.offset_mode not in ("free", "affine"):
+            raise ValueError(f"deform_offset_mode must be 'free' or 'affine', got "
+                             f"deform_offset_mode={self.offset_mode!r}")
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int, dilation: int,
@@ -54,7 +63,7 @@ def conv3x3(in_channels: int, out_channels: int, stride: int, dilation: int,
     cls = ModulatedDeformConv2d if deform.modulated else DeformConv2d
     return cls(in_channels, out_channels, 3, stride=stride, padding=dilation, dilation=dilation,
                groups=1, offset_groups=deform.offset_groups, bias=False,
-               offset_lr_mult=deform.offset_lr_mult)
+               offset_lr_mult=deform.offset_lr_mult, offset_mode=deform.offset_mode)
 
 
 def downsample(in_channels: int, out_channels: int, stride: int, norm: str,

@@ -58,6 +58,8 @@ class ResNet(nn.Module):
             modulated stage computes half of each plain 3x3 conv's response.
         deform_offset_groups: offset groups of the deformable convs.
         deform_offset_lr_mult: learning-rate multiplier set on each ``conv_offset``.
+        deform_offset_mode: ``"free"`` (a ``(dy, dx)`` per tap) or ``"affine"`` (an affine
+            map of the kernel grid per location and offset group; DESIGN 4.1).
         out_features: names among ``STAGE_NAMES`` to return. Stages after the last one
             requested are not built (no unused parameters).
 
@@ -78,6 +80,7 @@ class ResNet(nn.Module):
                  res5_dilation: int = 1, deform_stages: Sequence[str] = (),
                  deform_modulated: bool = False, deform_offset_groups: int = 1,
                  deform_offset_lr_mult: float = 1.0,
+                 deform_offset_mode: str = "free",
                  out_features: Sequence[str] = ("res4", "res5")):
         super().__init__()
         self._check_args(depth, width_mult, norm, freeze_at, res5_dilation, deform_stages,
@@ -102,7 +105,8 @@ class ResNet(nn.Module):
         strides: Dict[str, int] = {"stem": 4}
 
         deform = DeformSpec(modulated=bool(deform_modulated), offset_groups=deform_offset_groups,
-                            offset_lr_mult=float(deform_offset_lr_mult))
+                            offset_lr_mult=float(deform_offset_lr_mult),
+                            offset_mode=deform_offset_mode)
         in_channels, stride_so_far = stem_width, 4
         for i in range(1, last + 1):
             name = STAGE_NAMES[i]
