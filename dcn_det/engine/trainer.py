@@ -13,9 +13,10 @@ from typing import Any, Dict, Optional
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from dcn_det.config import Config, dump, save_config
+from dcn_det.config import Config, dump
 from dcn_det.data.build import build_train_loader
 from dcn_det import distributed as du
+from dcn_det.io.atomic import write_text
 from dcn_det.io.checkpoint import Checkpointer, load_file
 from dcn_det.engine.logging import MetricLogger
 from dcn_det.engine.optim import build_lr_scheduler, build_optimizer
@@ -122,7 +123,7 @@ def train(cfg: Config, resume: str = "auto") -> Dict[str, Any]:
     start_iter = resume_from(_resume_state(checkpointer, resume), model, optimizer, scheduler,
                              scaler)
     if rank == 0:
-        save_config(cfg, os.path.join(out, "config.yaml"))
+        write_text(os.path.join(out, "config.yaml"), dump(cfg))
         logger.info("config:\n%s", dump(cfg))
 
     max_iter = cfg.solver.max_iter
