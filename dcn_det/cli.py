@@ -24,16 +24,18 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run_main(main: Callable[[], int]) -> int:
-    """Runs ``main``; a user error (bad config, file, checkpoint) exits 2 with one clear line.
+    """Runs ``main``; a user error (bad config, file, checkpoint) or a file that cannot be
+    written (disk full, a refused link) exits 2 with one clear line.
 
     Programming errors keep their traceback. ``SystemExit`` (e.g. after SIGTERM, with the
     code 128 + signal) passes through.
     """
+    from dcn_det.io.atomic import WriteError
     from dcn_det.io.checkpoint import CheckpointError
     from dcn_det.engine.train_loop import NonFiniteLossError
     try:
         return main()
-    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, WriteError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:
