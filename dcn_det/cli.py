@@ -1,6 +1,7 @@
 """What every command-line tool shares: config arguments and clean error exits."""
 import argparse
 import logging
+import signal
 import sys
 from typing import Callable
 
@@ -28,7 +29,8 @@ def run_main(main: Callable[[], int]) -> int:
     written (disk full, a refused link) exits 2 with one clear line.
 
     Programming errors keep their traceback. ``SystemExit`` (e.g. after SIGTERM, with the
-    code 128 + signal) passes through.
+    code 128 + signal) passes through. Ctrl-C (``KeyboardInterrupt``) exits 130 with one line,
+    and a further Ctrl-C while exiting is ignored: the user asked to stop, not for a traceback.
     """
     from dcn_det.io.atomic import WriteError
     from dcn_det.io.checkpoint import CheckpointError
@@ -42,3 +44,14 @@ def run_main(main: Callable[[], int]) -> int:
         logging.getLogger("dcn_det").error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        _ignore_further_interrupts()
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def _ignore_further_interrupts() -> None:
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass

@@ -1,4 +1,5 @@
-"""Processes: a worker dies with its killed launcher."""
+"""Processes: a worker dies with its killed launcher; Ctrl-C, once or twice, ends in one line
+and a checkpoint, never a traceback."""
 import os
 import signal
 import subprocess
@@ -7,6 +8,8 @@ import time
 
 import pytest
 
+from dcn_det.cli import run_main
+from dcn_det.engine.train_loop import SignalFlag
 from dcn_det.io.checkpoint import load_file
 from tests.engine.conftest import ROOT, TINY_CONFIG
 
@@ -129,3 +132,90 @@ def test_killing_torchrun_stops_its_workers_with_a_checkpoint(tmp_path):
     names = [n for n in os.listdir(os.path.join(out, "checkpoints")) if n.startswith("model_")]
     assert len(names) == 1 and load_file(os.path.join(out, "checkpoints", names[0]))[
         "iteration"] >= 2
+
+
+# ---------------------------------------------------------------------------------------
+# Ctrl-C
+
+
+def test_signal_flag_keeps_ctrl_c_quiet_once_stopping(capfd):
+    old_int, old_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        with SignalFlag() as flag:
+            pass
+        assert signal.getsignal(signal.SIGINT) is old_int  # no signal: all restored
+        with SignalFlag() as flag:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # Python runs the handler at the next bytecode
+            assert flag.signum == signal.SIGINT
+            os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C during the save
+            time.sleep(0.05)
+        assert signal.getsignal(signal.SIGTERM) is old_term
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # and one during the shutdown
+            time.sleep(0.05)
+        except KeyboardInterrupt:
+            pytest.fail("a Ctrl-C after the stop raised KeyboardInterrupt")
+        err = capfd.readouterr().err
+        assert err.count("already stopping") == 2 and flag.signum == signal.SIGINT
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+
+
+def test_run_main_turns_ctrl_c_into_one_line(capsys):
+    old = signal.getsignal(signal.SIGINT)
+
+    def main():
+        raise KeyboardInterrupt
+
+    try:
+        assert run_main(main) == 130
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert capsys.readouterr().err == "interrupted (Ctrl-C)\n"
+
+
+def _slow_train(out, tmp_path, **env_extra):
+    cmd = [sys.executable, os.path.join(ROOT, "tests", "reliability", "slow_train.py"),
+           "--config", TINY_CONFIG, "--output-dir", out, "--set", "solver.max_iter=100000",
+           "solver.checkpoint_period=0", "runtime.log_period=1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **env_extra)
+    err = open(tmp_path / "stderr.txt", "w+")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err,
+                            text=True)
+    return proc, err
+
+
+@pytest.mark.slow  # trains the tiny model in a subprocess
+def test_second_ctrl_c_during_the_save_prints_no_traceback(tmp_path):
+    out = str(tmp_path / "run")
+    proc, err = _slow_train(out, tmp_path, SLOW_SAVE="1")
+    seen = []
+    _read_until(proc.stdout, "iter 2/", 240, seen)
+    proc.send_signal(signal.SIGINT)
+    _read_until(proc.stdout, "saving model_", 60, seen)
+    proc.send_signal(signal.SIGINT)  # inside the save
+    _read_until(proc.stdout, "shutting down", 60, seen)
+    proc.send_signal(signal.SIGINT)  # while the interpreter exits
+    seen += proc.stdout.readlines()
+    proc.wait(timeout=60)
+    err.seek(0)
+    stderr = err.read()
+    assert proc.returncode == 128 + signal.SIGINT, stderr + "".join(seen)[-2000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert stderr.count("already stopping") == 2, stderr
+    names = [n for n in os.listdir(os.path.join(out, "checkpoints")) if n.startswith("model_")]
+    assert len(names) == 1
+    assert load_file(os.path.join(out, "checkpoints", names[0]))["iteration"] >= 2
+
+
+@pytest.mark.slow  # starts tools/train.py in a subprocess
+def test_ctrl_c_before_training_is_one_line(tmp_path):
+    proc, err = _slow_train(str(tmp_path / "run"), tmp_path, SLOW_BUILD="1")
+    _read_until(proc.stdout, "building", 240, [])
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    err.seek(0)
+    stderr = err.read()
+    assert proc.returncode == 130 and stderr == "interrupted (Ctrl-C)\n", stderr
