@@ -1,6 +1,7 @@
 """What every command-line tool shares: config arguments and clean error exits."""
 import argparse
 import logging
+import signal
 import sys
 from typing import Callable
 
@@ -24,21 +25,34 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run_main(main: Callable[[], int]) -> int:
-    """Runs ``main``; a user error (bad config, dataset, file, checkpoint) exits 2 with one
-    clear line.
+    """Runs ``main``; a user error (bad config, dataset, file, checkpoint) or a file that cannot
+    be written (disk full, a refused link) exits 2 with one clear line.
 
     Programming errors keep their traceback. ``SystemExit`` (e.g. after SIGTERM, with the
-    code 128 + signal) passes through.
+    code 128 + signal) passes through. Ctrl-C (``KeyboardInterrupt``) exits 130 with one line,
+    and a further Ctrl-C while exiting is ignored: the user asked to stop, not for a traceback.
     """
     from dcn_det.data.base import DatasetError
+    from dcn_det.io.atomic import WriteError
     from dcn_det.io.checkpoint import CheckpointError
     from dcn_det.engine.train_loop import NonFiniteLossError
     try:
         return main()
-    except (ConfigError, CheckpointError, DatasetError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, DatasetError, WriteError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:
         logging.getLogger("dcn_det").error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        _ignore_further_interrupts()
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def _ignore_further_interrupts() -> None:
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass

@@ -1,11 +1,23 @@
 """Process-group helpers: torchrun initialisation, device choice, rank queries, cross-rank
 reductions and object gathering. Used by training and evaluation alike."""
+import ctypes
 import datetime
+import logging
 import os
+import signal
+import sys
 from typing import Any, Dict, List
 
 import torch
 import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+# (pid, parent pid) as early as this process can read them: a torchrun worker imports this
+# module at start, so its parent is still the launcher here (see die_with_parent).
+_STARTED_AS = (os.getpid(), os.getppid())
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
 
 
 def is_dist() -> bool:
@@ -25,12 +37,52 @@ def is_main_process() -> bool:
     return get_rank() == 0
 
 
+def launched_by_torchrun() -> bool:
+    """True in a worker that torchrun (or another launcher setting ``LOCAL_RANK``) started."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> bool:
+    """Has Linux send ``signum`` to this process when its parent process dies.
+
+    A torchrun worker whose launcher is killed with SIGKILL would otherwise keep running (and
+    holding its GPU) as an orphan. SIGTERM takes the same path as a ``kill``: the training loop
+    writes a checkpoint at the iteration boundary and exits; elsewhere the process ends.
+    If the parent died before the request took effect, the signal is sent at once.
+
+    Returns:
+        True when armed; False on platforms without ``prctl(PR_SET_PDEATHSIG)`` (with a
+        warning when the call itself fails).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    pid, parent = _STARTED_AS if _STARTED_AS[0] == os.getpid() else (os.getpid(), os.getppid())
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        rc = libc.prctl(ctypes.c_int(_PR_SET_PDEATHSIG), ctypes.c_ulong(int(signum)),
+                        ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+    except (OSError, AttributeError) as e:
+        logger.warning("cannot ask to be stopped with the launcher (prctl unavailable: %s); "
+                       "if the launcher is killed, kill this process (pid %d) too", e, pid)
+        return False
+    if rc != 0:
+        logger.warning("prctl(PR_SET_PDEATHSIG) failed: %s; if the launcher is killed, kill "
+                       "this process (pid %d) too", os.strerror(ctypes.get_errno()), pid)
+        return False
+    if os.getppid() != parent:
+        os.kill(pid, signum)
+    return True
+
+
 def init_from_env(device: torch.device) -> None:
     """Joins the process group that torchrun describes in the environment, if any.
 
     NCCL on CUDA, gloo on CPU. Without ``WORLD_SIZE`` (a plain ``python tools/train.py``) or
-    with ``WORLD_SIZE=1`` nothing happens.
+    with ``WORLD_SIZE=1`` no group is joined. A torchrun worker is first tied to its launcher
+    (:func:`die_with_parent`), so killing the launcher stops it.
     """
+    if launched_by_torchrun():
+        die_with_parent()
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_dist():
         return
     backend = "nccl" if device.type == "cuda" else "gloo"

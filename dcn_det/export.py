@@ -13,12 +13,15 @@ So the model code on that path must never branch in Python on a data-dependent s
 several images are not exported: the detector takes a Python list of differently sized
 images, which a program cannot.
 """
+import io
 import logging
 import os
 from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
+
+from dcn_det.io.atomic import write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +70,8 @@ def export_program(model: nn.Module, example_image: torch.Tensor, output: Option
     Args:
         model: the detector, in eval mode, on the device the program should run on.
         example_image: uint8 ``(3, H, W)`` RGB tensor used for tracing (a resized image).
-        output: where to ``torch.export.save`` the program (``.pt2``); None = do not save.
+        output: where to ``torch.export.save`` the program (``.pt2``, replaced atomically by
+            :mod:`dcn_det.io.atomic`); None = do not save.
         dynamic_size: export H and W as dynamic dimensions; False fixes them to the example's.
 
     Returns:
@@ -88,8 +92,9 @@ def export_program(model: nn.Module, example_image: torch.Tensor, output: Option
         program = torch.export.export(SingleImageDetector(model), (example_image,),
                                       dynamic_shapes=dynamic_shapes)
     if output is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        torch.export.save(program, output)
+        buf = io.BytesIO()
+        torch.export.save(program, buf)
+        write_bytes(output, buf.getbuffer(), what="exported program")
     return program
 
 

@@ -5,12 +5,12 @@ with round tick values and grid lines, x tick labels, a legend and a title; the 
 dilation table (``dcn_det.analysis``) and ablation results use it.
 """
 import math
-import os
 from typing import List, Sequence, Tuple
 
 import cv2
 import numpy as np
 
+from dcn_det.io.atomic import write_bytes
 from dcn_det.visualization import class_color
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -70,15 +70,11 @@ def _format_tick(v: float, step: float) -> str:
     return f"{v:.{decimals}f}"
 
 
-def _write_png_atomic(path: str, image_rgb: np.ndarray) -> None:
+def _write_png(path: str, image_rgb: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"could not encode the chart as PNG for {path!r}")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(buf.tobytes())
-    os.replace(tmp, path)
+    write_bytes(path, buf, what="chart")
 
 
 def grouped_bar_chart(path: str, groups: Sequence[str], series: Sequence[str], means,
@@ -87,8 +83,8 @@ def grouped_bar_chart(path: str, groups: Sequence[str], series: Sequence[str], m
     """Draws a grouped bar chart with error bars and writes it as a PNG (atomically).
 
     Args:
-        path: the PNG to write (must end in ``.png``; folders are created; written to
-            ``path + ".tmp"`` then renamed, so readers never see a partial file).
+        path: the PNG to write (must end in ``.png``; folders are created; replaced
+            atomically by :mod:`dcn_det.io.atomic`, so readers never see a partial file).
         groups: x-axis categories, left to right.
         series: the bars within each group (one colour each, named in the legend).
         means: ``[len(series)][len(groups)]`` bar heights; NaN = no bar.
@@ -198,5 +194,5 @@ def grouped_bar_chart(path: str, groups: Sequence[str], series: Sequence[str], m
         cv2.putText(img, text, (right + 22 + swatch, ly + swatch - 2), _FONT, sc, _BLACK, 1,
                     cv2.LINE_AA)
         ly += swatch + 8
-    _write_png_atomic(str(path), img)
+    _write_png(str(path), img)
     return str(path)

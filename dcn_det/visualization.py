@@ -4,12 +4,13 @@ Images here are ``np.ndarray (H, W, 3) uint8`` in RGB order; boxes are XYXY in a
 of that image (continuous coordinates: a full-image box is ``[0, 0, W, H]``).
 """
 import colorsys
-import os
 from typing import Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 import torch
+
+from dcn_det.io.atomic import write_bytes
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -101,25 +102,28 @@ def draw_detections(image_rgb: np.ndarray, boxes, scores, labels,
     return out
 
 
-def save_png(path: str, image_rgb: np.ndarray) -> str:
-    """Writes an RGB image as a PNG file (parent folders are created).
+def save_png(path: str, image_rgb: np.ndarray, root: Optional[str] = None) -> str:
+    """Writes an RGB image as a PNG file, atomically (parent folders are created).
 
     Args:
-        path: destination; must end in ``.png``.
+        path: destination; must end in ``.png``. A symlink there is replaced, never written
+            through (:mod:`dcn_det.io.atomic`).
         image_rgb: ``(H, W, 3) uint8`` RGB image.
+        root: the output directory ``path`` must stay in: a symlinked folder below it that
+            leads outside is refused. None checks only ``path`` itself.
 
     Returns:
         ``path``.
 
     Raises:
         ValueError: the path does not end in ``.png`` or the image is not ``(H, W, 3) uint8``.
-        OSError: OpenCV could not write the file (names the path).
+        OSError: OpenCV could not encode the image, or the file could not be written
+            (:class:`dcn_det.io.atomic.WriteError`, naming the folder and the reason).
     """
     if not str(path).lower().endswith(".png"):
         raise ValueError(f"save_png writes PNG files: path must end in '.png', got {path!r}")
     _check_image(image_rgb)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write PNG file {path!r}")
-    return path
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"could not encode the image as PNG for {path!r}")
+    return write_bytes(str(path), encoded, root=root, what="image")

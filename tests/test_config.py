@@ -15,8 +15,8 @@ from dcn_det.config import (
     dump,
     load_config,
     override_config,
-    save_config,
 )
+from dcn_det.io.atomic import write_text
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNTIME_YAML = os.path.join(REPO, "configs", "_base_", "runtime.yaml")
@@ -353,7 +353,7 @@ def test_dump_round_trip(tmp_path):
 def test_save_config_round_trip(tmp_path):
     cfg = _custom_config()
     path = tmp_path / "run" / "nested" / "config.yaml"
-    save_config(cfg, str(path))
+    write_text(str(path), dump(cfg))  # how tools/train.py saves it
     assert load_config(str(path)) == cfg
     assert os.listdir(path.parent) == ["config.yaml"]  # the temporary file is gone
 

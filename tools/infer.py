@@ -43,7 +43,7 @@ def main(argv=None) -> int:
         det = predictor(image)
         drawn = draw_detections(image, det["boxes"], det["scores"], det["labels"],
                                 predictor.class_names)
-        out = save_png(os.path.join(args.output_dir, name), drawn)
+        out = save_png(os.path.join(args.output_dir, name), drawn, root=args.output_dir)
         print(f"{path}: {len(det['scores'])} detections -> {out}")
     if skipped:
         print(f"warning: {len(skipped)} of {len(paths)} images could not be read and were "

@@ -2,11 +2,12 @@
 
 ``load_config(path, overrides)`` reads a file (with ``_base_`` composition and ``--set`` style
 overrides) into ``Config``; builders read its sections (``build_model(cfg.model)``).
-``dump``/``save_config`` write the resolved config; ``cfg.to_dict()``/``config_from_dict``
-carry it through checkpoints.
+``dump`` turns the resolved config into YAML text (written to ``output_dir/config.yaml`` by
+``dcn_det.io.atomic``, like every file); ``cfg.to_dict()``/``config_from_dict`` carry it
+through checkpoints.
 """
 from .convert import ConfigError, config_from_dict
-from .loader import deep_merge, dump, load_config, override_config, parse_override, save_config
+from .loader import deep_merge, dump, load_config, override_config, parse_override
 from .schema import (
     BackboneConfig,
     Config,
@@ -29,5 +30,4 @@ __all__ = [
     "FastRCNNHeadConfig", "HeadBaseConfig", "HeadConfig", "ModelConfig", "RFCNHeadConfig",
     "RPNConfig", "RuntimeConfig", "SolverConfig", "SyntheticConfig",
     "config_from_dict", "deep_merge", "dump", "load_config", "override_config", "parse_override",
-    "save_config",
 ]

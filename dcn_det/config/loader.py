@@ -197,15 +197,3 @@ _Dumper.add_representer(
 def dump(cfg: Config) -> str:
     """Returns ``cfg`` as YAML text that ``load_config`` reads back to an equal ``Config``."""
     return yaml.dump(cfg.to_dict(), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
-
-
-def save_config(cfg: Config, path: str) -> None:
-    """Writes ``dump(cfg)`` to ``path`` (parent folders are created), atomically."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(dump(cfg))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

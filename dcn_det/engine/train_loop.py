@@ -3,6 +3,7 @@
 The loop itself, with its visible ``if`` blocks, is :func:`dcn_det.engine.trainer.train`.
 """
 import math
+import os
 import signal
 from typing import Dict, NamedTuple, Optional
 
@@ -27,7 +28,15 @@ class StepResult(NamedTuple):
 
 
 class SignalFlag:
-    """Records SIGTERM/SIGINT instead of dying mid-step; restores the old handlers on exit."""
+    """Records SIGTERM/SIGINT instead of dying mid-step.
+
+    Without a signal, leaving the block restores the old handlers. After a signal the process
+    is stopping, and a second signal must not break the checkpoint save or the shutdown into a
+    traceback: inside the block it is only recorded; after the block SIGTERM gets its old
+    handler back (by default it ends the process at once), while SIGINT stays recorded-only
+    until the process exits, so a second Ctrl-C prints one note instead of a
+    ``KeyboardInterrupt`` traceback.
+    """
 
     def __init__(self):
         self.signum: Optional[int] = None
@@ -42,11 +51,17 @@ class SignalFlag:
         return self
 
     def _handle(self, signum, frame):  # noqa: ARG002
+        if self.signum is not None:
+            # os.write: the logging and print machinery may be mid-call in this thread.
+            os.write(2, f"signal {signum} again: already stopping (the current step ends, "
+                        "then a checkpoint is saved); please wait\n".encode())
+            return
         self.signum = signum
 
     def __exit__(self, *exc):
         for s, h in self._old.items():
-            signal.signal(s, h)
+            if not (self.signum is not None and s == signal.SIGINT):
+                signal.signal(s, h)
         return False
 
 

@@ -13,46 +13,21 @@ from typing import Any, Dict, Optional
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from dcn_det.config import Config, dump, save_config
+from dcn_det.config import Config, dump
 from dcn_det.data.build import build_train_loader
 from dcn_det import distributed as du
-from dcn_det.io.checkpoint import Checkpointer, load_file
+from dcn_det.io.atomic import write_text
+from dcn_det.io.checkpoint import Checkpointer
 from dcn_det.engine.logging import MetricLogger
 from dcn_det.engine.optim import build_lr_scheduler, build_optimizer
-from dcn_det.engine.rng import get_rng_state, seed_all, set_rng_state
+from dcn_det.engine.resume import load_resume_state, resume_from
+from dcn_det.engine.rng import get_rng_state, seed_all
 from dcn_det.engine.train_loop import SignalFlag, StopRequested, run_step
 from dcn_det.evaluation.evaluate import evaluate, write_metrics
 from dcn_det.log import setup_logging
 from dcn_det.modeling import build_model
 
 logger = logging.getLogger("dcn_det")
-
-
-def _resume_state(checkpointer: Checkpointer, resume: str) -> Optional[Dict[str, Any]]:
-    if resume == "none":
-        return None
-    if resume == "auto":
-        return checkpointer.load_latest()
-    ckpt = load_file(resume)
-    ckpt["_path"] = resume
-    return ckpt
-
-
-def resume_from(state: Optional[Dict[str, Any]], model, optimizer, scheduler, scaler) -> int:
-    """Loads a checkpoint's model, optimizer, scheduler, scaler and RNG; returns its iteration
-    (0 without a checkpoint)."""
-    if state is None:
-        return 0
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(state["scaler"])
-    # Only rank 0 writes checkpoints; every rank restores its RNG from it (the data order
-    # does not depend on it: the samplers are seeded by iteration, see data/samplers.py).
-    set_rng_state(state["rng"])
-    logger.info("resumed from %s at iteration %d", state["_path"], int(state["iteration"]))
-    return int(state["iteration"])
 
 
 def checkpoint_state(cfg: Config, iteration: int, model, optimizer, scheduler, scaler,
@@ -93,14 +68,18 @@ def train(cfg: Config, resume: str = "auto") -> Dict[str, Any]:
 
     Args:
         cfg: the resolved config.
-        resume: ``"auto"`` (newest valid checkpoint in the output directory, if any),
-            ``"none"`` (start over) or a checkpoint path.
+        resume: ``"auto"`` (newest checkpoint in the output directory that verifies, if
+            any), ``"none"`` (start over) or a checkpoint path (see
+            :func:`dcn_det.engine.resume.load_resume_state`).
 
     Returns:
         The final evaluation metrics (also written to ``output_dir/metrics.json``); ``{}``
         on ranks other than 0.
 
     Raises:
+        CheckpointError: the checkpoint to resume from is damaged or belongs to another model
+            config (or, with ``"auto"``, every checkpoint in the folder is damaged).
+        WriteError: a checkpoint or the config could not be written (e.g. disk full).
         NonFiniteLossError: a loss became NaN or infinite (on any rank).
         StopRequested: SIGTERM/SIGINT, after the checkpoint of the last finished iteration.
     """
@@ -119,10 +98,11 @@ def train(cfg: Config, resume: str = "auto") -> Dict[str, Any]:
     scheduler = build_lr_scheduler(optimizer, cfg.solver)
     scaler = torch.amp.GradScaler("cuda") if cfg.solver.amp and device.type == "cuda" else None
     checkpointer = Checkpointer(out, cfg.solver.keep_last)
-    start_iter = resume_from(_resume_state(checkpointer, resume), model, optimizer, scheduler,
-                             scaler)
+    start_iter = resume_from(load_resume_state(checkpointer, resume, cfg), model, optimizer,
+                             scheduler, scaler)
     if rank == 0:
-        save_config(cfg, os.path.join(out, "config.yaml"))
+        checkpointer.remove_stale_temporaries()
+        write_text(os.path.join(out, "config.yaml"), dump(cfg), root=out, what="config")
         logger.info("config:\n%s", dump(cfg))
 
     max_iter = cfg.solver.max_iter

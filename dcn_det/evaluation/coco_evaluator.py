@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from dcn_det.distributed import gather_objects, is_main_process
+from dcn_det.io.atomic import write_text
 from .inputs import add_batch, check_boxes, check_labels, check_vector, image_id_of
 
 logger = logging.getLogger(__name__)
@@ -116,9 +117,8 @@ class COCOEvaluator:
         results = [r for rank_results, _ in gathered for r in rank_results]
         image_ids = sorted({i for _, ids in gathered for i in ids})
         if self.output_dir is not None:
-            os.makedirs(self.output_dir, exist_ok=True)
-            with open(os.path.join(self.output_dir, "detections.json"), "w") as f:
-                json.dump(results, f)
+            write_text(os.path.join(self.output_dir, "detections.json"), json.dumps(results),
+                       root=self.output_dir, what="detections")
         if not results:
             logger.warning("COCOEvaluator: no detections at all; every AP is 0")
             pairs = zip(self.class_names, self.contiguous_to_cat_id)

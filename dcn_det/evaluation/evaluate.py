@@ -58,7 +58,8 @@ def evaluate(cfg: Config, model: torch.nn.Module, device: torch.device,
 
 def write_metrics(metrics: Dict[str, Any], output_dir: str) -> str:
     """Writes ``metrics.json`` atomically (NaN stays NaN, as Python's json writes it)."""
-    return write_json(os.path.join(output_dir, "metrics.json"), metrics)
+    return write_json(os.path.join(output_dir, "metrics.json"), metrics, root=output_dir,
+                      what="metrics")
 
 
 def evaluate_checkpoint(cfg: Config, path: str) -> Dict[str, Any]:

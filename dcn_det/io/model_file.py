@@ -1,6 +1,7 @@
 """Model files: the inference-file format, reading a model file, building the model in it.
 
-An *inference file* is a ``torch.save``'d dict that loads with ``weights_only=True``::
+An *inference file* is a ``torch.save``'d dict, sealed with its SHA-256 like a checkpoint
+(:mod:`dcn_det.io.checksum`), that loads with ``weights_only=True``::
 
     {"format": "dcn_det.inference", "version": 1,
      "model": state_dict,            # float32, or float16 when exported with fp16=True
@@ -46,7 +47,12 @@ def _check_class_names(names: Any, num_classes: int, where: str) -> List[str]:
     return list(names)
 
 
-def _config_of(raw: Any, where: str) -> Config:
+def config_of(raw: Any, where: str) -> Config:
+    """The validated :class:`Config` of a file's stored ``"config"`` dict.
+
+    Raises:
+        CheckpointError: naming ``where`` when it is not a dict or does not validate.
+    """
     if not isinstance(raw, dict):
         raise CheckpointError(f"{where}: 'config' must be the resolved config as a dict, got "
                               f"{type(raw).__name__}")
@@ -97,7 +103,7 @@ def export_inference_file(checkpoint: Union[str, Dict[str, Any]], output: str, f
             raise CheckpointError(f"{where}: missing key {key!r} (has {sorted(map(str, ckpt))}); "
                                   "a training checkpoint holds 'model' and 'config'")
     state = _check_state_dict(ckpt["model"], where)
-    cfg = _config_of(ckpt["config"], where)
+    cfg = config_of(ckpt["config"], where)
     k = cfg.model.num_classes
     if class_names is None:
         class_names = ckpt.get("class_names")
@@ -108,7 +114,7 @@ def export_inference_file(checkpoint: Union[str, Dict[str, Any]], output: str, f
     weights = {n: (t.detach().cpu().half() if fp16 and t.is_floating_point() else t.detach().cpu())
                for n, t in state.items()}
     atomic_save({"format": FORMAT, "version": VERSION, "model": weights,
-                 "config": cfg.to_dict(), "class_names": names}, output)
+                 "config": cfg.to_dict(), "class_names": names}, output, what="inference file")
     return output
 
 
@@ -123,7 +129,7 @@ def load_inference_file(path: str) -> Dict[str, Any]:
         CheckpointError: missing, truncated, corrupt, unsafe, of another format or a newer
             version, or with malformed entries; the message names ``path``.
     """
-    return _validate_inference(load_file(path), repr(path))
+    return _validate_inference(load_file(path, "inference file"), repr(path))
 
 
 def _validate_inference(obj: Dict[str, Any], where: str) -> Dict[str, Any]:
@@ -136,7 +142,7 @@ def _validate_inference(obj: Dict[str, Any], where: str) -> Dict[str, Any]:
     for key in ("model", "config", "class_names"):
         if key not in obj:
             raise CheckpointError(f"{where}: missing key {key!r}")
-    cfg = _config_of(obj["config"], where)
+    cfg = config_of(obj["config"], where)
     return {**obj, "model": _check_state_dict(obj["model"], where), "config": cfg,
             "class_names": _check_class_names(obj["class_names"], cfg.model.num_classes, where)}
 
@@ -151,7 +157,7 @@ def read_model_file(path: str) -> Tuple[Config, Dict[str, torch.Tensor], List[st
     Raises:
         CheckpointError: naming ``path`` (see :func:`load_inference_file`).
     """
-    obj = load_file(path)
+    obj = load_file(path, "model file")
     if "format" in obj:
         info = _validate_inference(obj, repr(path))
         return info["config"], info["model"], info["class_names"]
@@ -160,7 +166,7 @@ def read_model_file(path: str) -> Tuple[Config, Dict[str, torch.Tensor], List[st
         if key not in obj:
             raise CheckpointError(f"{where} is neither an inference file nor a training "
                                   f"checkpoint: missing key {key!r} (has {sorted(map(str, obj))})")
-    cfg = _config_of(obj["config"], where)
+    cfg = config_of(obj["config"], where)
     names = obj.get("class_names") or default_class_names(cfg.model.num_classes, where)
     return (cfg, _check_state_dict(obj["model"], where),
             _check_class_names(names, cfg.model.num_classes, where))
