@@ -17,3 +17,6 @@ from dcn_det.ops.roi_align import RoIAlign, roi_align  # noqa: E402
 # deform_conv2d v1/v2 (DESIGN 4.1)
 from dcn_det.ops.deform_conv import (  # noqa: E402
     DeformConv2d, ModulatedDeformConv2d, deform_conv2d)
+
+# deform_max_pool2d (DESIGN 4.4)
+from dcn_det.ops.deform_max_pool import DeformMaxPool2d, deform_max_pool2d  # noqa: E402,F401
