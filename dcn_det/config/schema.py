@@ -46,6 +46,7 @@ class BackboneConfig(_Section):
     deform_modulated: bool = False  # DCNv2 (offsets + mask) instead of DCNv1 (offsets only)
     deform_offset_groups: PositiveInt = 4  # offset groups of each deformable conv
     deform_offset_lr_mult: NonNegFloat = 1.0  # learning-rate multiplier of the offset convs
+    stem_pool: Literal["max", "deform_max"] = "max"  # stem pool: 3x3/2 max pool or DeformMaxPool2d
     pretrained: str = ""  # torchvision-format ResNet state dict; "" = random init
 
 
