@@ -32,6 +32,7 @@ def _fake(input, offset, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, d
     torch._check(input.dim() == 4, lambda: f"input must be (N, C, H, W), got {input.shape}")
     torch._check(offset.dim() == 4,
                  lambda: f"offset must be (N, 2*G*kh*kw, H_out, W_out), got {offset.shape}")
+    torch._check(offset_groups > 0, lambda: f"offset_groups must be positive, got {offset_groups}")
     torch._check(input.shape[1] % offset_groups == 0,
                  lambda: f"C={input.shape[1]} must be divisible by offset_groups={offset_groups}")
     h_out = _out_size(input.shape[2], pad_h, dilation_h, kernel_h, stride_h)
