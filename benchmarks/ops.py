@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks import ops_psroi, ops_roi_nms  # noqa: E402
+from benchmarks import ops_max_pool, ops_psroi, ops_roi_nms  # noqa: E402
 from benchmarks.timing import fwd_bwd, time_ms  # noqa: E402
 from dcn_det.ops import deform_conv2d  # noqa: E402
 from dcn_det.ops.reference import deform_conv2d_ref  # noqa: E402
@@ -76,7 +76,7 @@ def bench_deform_conv2d(device: str, repeats: int) -> list:
     return rows
 
 
-CASES = [bench_deform_conv2d, ops_psroi.cases, ops_roi_nms.cases]
+CASES = [bench_deform_conv2d, ops_max_pool.cases, ops_psroi.cases, ops_roi_nms.cases]
 
 
 def _fmt(v, spec):

@@ -46,6 +46,20 @@ TORCH_LIBRARY(dcn_det, m) {
       "Tensor count, float spatial_scale, int output_dim, int group_size, int pooled_size, "
       "int part_size, int sample_per_part, float trans_std) -> (Tensor, Tensor)");
 
+  // Deformable max pooling. input (N, C, H, W); offset (N, 2*G*kh*kw, H_out, W_out) with
+  // deform_conv2d's layout, G = offset_groups. Returns (output (N, C, H_out, W_out),
+  // argmax (N, C, H_out, W_out) int64: the winning tap k = u*kw + v, -1 where every tap was
+  // skipped and the output is 0). The backward differentiates the winning tap only.
+  m.def(
+      "deform_max_pool2d(Tensor input, Tensor offset, int kernel_h, int kernel_w, int stride_h, "
+      "int stride_w, int pad_h, int pad_w, int dilation_h, int dilation_w, int offset_groups) "
+      "-> (Tensor, Tensor)");
+  // Returns (grad_input, grad_offset).
+  m.def(
+      "_deform_max_pool2d_backward(Tensor grad_output, Tensor input, Tensor offset, "
+      "Tensor argmax, int kernel_h, int kernel_w, int stride_h, int stride_w, int pad_h, "
+      "int pad_w, int dilation_h, int dilation_w, int offset_groups) -> (Tensor, Tensor)");
+
   // RoIAlign with torchvision semantics. rois (R, 5) [batch, x1, y1, x2, y2].
   m.def(
       "roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, "

@@ -134,6 +134,9 @@ def _onnx_translation_table() -> Dict[Any, Any]:
       ``spatial_scale, trans_std``, int attributes ``output_dim, group_size, pooled_size,
       part_size, sample_per_part``, outputs ``(output (R, output_dim, P, P), count)`` with
       exactly the semantics of DESIGN.md section 4.2. A runtime needs a custom-op library for it.
+    - ``deform_max_pool2d`` -> standard operators only (see :func:`_deform_max_pool2d_onnx`):
+      ``GridSample`` (opset 16+) on the input padded by ``Pad(mode="edge")``, ``Where`` to drop
+      the skipped taps, ``ReduceMax`` / ``ArgMax`` over the taps.
     """
     import onnxscript
     from onnxscript import opset19 as op
@@ -183,7 +186,98 @@ def _onnx_translation_table() -> Dict[Any, Any]:
 
     ops = torch.ops.dcn_det
     return {ops.deform_conv2d.default: deform_conv2d, ops.roi_align.default: roi_align,
-            ops.nms.default: nms, ops.deform_psroi_pool.default: deform_psroi_pool}
+            ops.nms.default: nms, ops.deform_psroi_pool.default: deform_psroi_pool,
+            ops.deform_max_pool2d.default: _deform_max_pool2d_onnx}
+
+
+def _deform_max_pool2d_onnx(input, offset, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                            dilation_h, dilation_w, offset_groups):
+    """``dcn_det::deform_max_pool2d`` in standard ONNX operators (opset 19), traced by onnxscript.
+
+    The graph of :mod:`dcn_det.ops.deform_max_pool_composite`: the sample points of every tap
+    (N, G, K, H_out, W_out) from the offsets, the skipped taps (outside ``(-1, H) x (-1, W)``),
+    the clamped points sampled by ``GridSample(align_corners=1)`` on the input padded with its
+    last row and column to ``2**m + 1`` rows and columns (so integer coordinates stay exact
+    and the sample at row ``H-1`` is that row), ``Where`` -inf on skipped taps, ``ReduceMax``
+    and ``ArgMax`` over the taps, and 0 / -1 where every tap is skipped. Input sizes may be
+    dynamic: the padding is computed in the graph.
+
+    Returns:
+        ``(output (N, C, H_out, W_out), argmax (N, C, H_out, W_out) int64)``.
+    """
+    from onnxscript import opset19 as op
+
+    int64, float32 = 7, 1  # onnx.TensorProto
+    taps, groups = kernel_h * kernel_w, offset_groups
+
+    def ints(*v):
+        return op.Constant(value_ints=list(v))
+
+    def scalar(v):  # a float constant in the input's dtype
+        return op.CastLike(op.Constant(value_float=float(v)), input)
+
+    shape, off_shape = op.Shape(input), op.Shape(offset)
+    n, c, h, w = (op.Slice(shape, ints(i), ints(i + 1)) for i in range(4))
+    h_out, w_out = (op.Slice(off_shape, ints(i), ints(i + 1)) for i in (2, 3))
+
+    # Sample points (N, G, K, H_out, W_out): integer grid + (dy, dx).
+    off = op.Reshape(offset, op.Concat(n, ints(groups, taps, 2), h_out, w_out, axis=0))
+    dy = op.Squeeze(op.Slice(off, ints(0), ints(1), ints(3)), ints(3))
+    dx = op.Squeeze(op.Slice(off, ints(1), ints(2), ints(3)), ints(3))
+    rows = op.Range(op.Constant(value_int=0), op.Squeeze(h_out), op.Constant(value_int=1))
+    cols = op.Range(op.Constant(value_int=0), op.Squeeze(w_out), op.Constant(value_int=1))
+    tap_y = op.Reshape(ints(*[(k // kernel_w) * dilation_h for k in range(taps)]),
+                       ints(taps, 1, 1))
+    tap_x = op.Reshape(ints(*[(k % kernel_w) * dilation_w for k in range(taps)]),
+                       ints(taps, 1, 1))
+    base_y = op.Add(op.Reshape(op.Sub(op.Mul(rows, ints(stride_h)), ints(pad_h)),
+                               ints(1, -1, 1)), tap_y)
+    base_x = op.Add(op.Reshape(op.Sub(op.Mul(cols, ints(stride_w)), ints(pad_w)),
+                               ints(1, 1, -1)), tap_x)
+    y = op.Add(op.CastLike(base_y, input), dy)
+    x = op.Add(op.CastLike(base_x, input), dx)
+
+    hf, wf = op.CastLike(h, input), op.CastLike(w, input)
+    minus_one, zero, one = scalar(-1), scalar(0), scalar(1)
+    kept = op.And(op.And(op.Greater(y, minus_one), op.Less(y, hf)),
+                  op.And(op.Greater(x, minus_one), op.Less(x, wf)))
+    # Skipped points (NaN included) go to pixel 0 so GridSample never sees them.
+    yc = op.Where(kept, op.Max(op.Min(y, op.Sub(hf, one)), zero), zero)
+    xc = op.Where(kept, op.Min(op.Max(x, zero), op.Sub(wf, one)), zero)
+
+    def pow2_at_least(size):  # 2**ceil(log2(size)) as float32 (a larger power is fine too)
+        size_f = op.Cast(size, to=float32)
+        return op.Pow(op.Constant(value_float=2.0),
+                      op.Ceil(op.Div(op.Log(size_f), op.Log(op.Constant(value_float=2.0)))))
+
+    span_h, span_w = pow2_at_least(h), pow2_at_least(w)  # S - 1
+    side_h = op.Add(op.Cast(span_h, to=int64), ints(1))
+    side_w = op.Add(op.Cast(span_w, to=int64), ints(1))
+    pads = op.Concat(ints(0, 0, 0, 0, 0, 0), op.Sub(side_h, h), op.Sub(side_w, w), axis=0)
+    padded = op.Pad(input, pads, mode="edge")
+    half_h = op.CastLike(op.Div(span_h, op.Constant(value_float=2.0)), input)
+    half_w = op.CastLike(op.Div(span_w, op.Constant(value_float=2.0)), input)
+    grid = op.Concat(op.Unsqueeze(op.Sub(op.Div(xc, half_w), one), ints(-1)),
+                     op.Unsqueeze(op.Sub(op.Div(yc, half_h), one), ints(-1)), axis=-1)
+
+    per_group = op.Div(c, ints(groups))
+    grid = op.Reshape(grid, op.Concat(op.Mul(n, ints(groups)), op.Mul(h_out, ints(taps)),
+                                      w_out, ints(2), axis=0))
+    planes = op.Reshape(padded, op.Concat(op.Mul(n, ints(groups)), per_group, side_h, side_w,
+                                          axis=0))
+    values = op.GridSample(planes, grid, align_corners=1, mode="bilinear", padding_mode="zeros")
+    values = op.Reshape(values, op.Concat(n, ints(groups), per_group, ints(taps), h_out, w_out,
+                                          axis=0))
+    masked = op.Where(op.Unsqueeze(kept, ints(2)), values, scalar(float("-inf")))
+    best = op.ReduceMax(masked, ints(3), keepdims=0)
+    arg = op.ArgMax(masked, axis=3, keepdims=0, select_last_index=0)
+    any_kept = op.Unsqueeze(op.Greater(op.ReduceMax(op.Cast(kept, to=float32), ints(2),
+                                                    keepdims=0), op.Constant(value_float=0.0)),
+                            ints(2))
+    best = op.Where(any_kept, best, zero)
+    arg = op.Where(any_kept, arg, op.Constant(value_int=-1))
+    out_shape = op.Concat(n, c, h_out, w_out, axis=0)
+    return op.Reshape(best, out_shape), op.Reshape(arg, out_shape)
 
 
 def export_onnx(model: nn.Module, example_image: torch.Tensor, output: str,
@@ -191,8 +285,9 @@ def export_onnx(model: nn.Module, example_image: torch.Tensor, output: str,
     """Exports the detector to ONNX (one image in; see the module docstring).
 
     The ``dcn_det`` operators map as :func:`_onnx_translation_table` describes: deformable
-    conv to the standard ``DeformConv`` (hence opset >= 19), deformable PS-RoI pooling to the
-    documented custom operator ``dcn_det::DeformPSROIPool``.
+    conv to the standard ``DeformConv`` (hence opset >= 19), deformable max pooling to standard
+    operators (``GridSample`` and reductions), deformable PS-RoI pooling to the documented
+    custom operator ``dcn_det::DeformPSROIPool``.
 
     Raises:
         RuntimeError: ``onnx`` or ``onnxscript`` is not installed (both are optional).

@@ -47,6 +47,7 @@ class BackboneConfig(_Section):
     deform_offset_groups: PositiveInt = 4  # offset groups of each deformable conv
     deform_offset_lr_mult: NonNegFloat = 1.0  # learning-rate multiplier of the offset convs
     deform_offset_mode: Literal["free", "affine"] = "free"  # free: (dy, dx) per tap; affine: A - I and t per offset group (DESIGN 4.1)
+    stem_pool: Literal["max", "deform_max"] = "max"  # stem pool: 3x3/2 max pool or DeformMaxPool2d
     pretrained: str = ""  # torchvision-format ResNet state dict; "" = random init
 
 

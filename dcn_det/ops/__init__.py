@@ -19,3 +19,6 @@ from dcn_det.ops.deform_conv import (  # noqa: E402
     DeformConv2d, ModulatedDeformConv2d, deform_conv2d)
 from dcn_det.ops.affine_offsets import (  # noqa: E402,F401
     OFFSET_MODES, affine_offset_basis, expand_affine_offsets)
+
+# deform_max_pool2d (DESIGN 4.4)
+from dcn_det.ops.deform_max_pool import DeformMaxPool2d, deform_max_pool2d  # noqa: E402,F401

@@ -292,3 +292,81 @@ def deform_conv2d_ref(input: torch.Tensor, offset: torch.Tensor, weight: torch.T
     if bias is not None:
         out = out + bias.view(1, c_out, 1, 1)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# deform_max_pool2d (DESIGN 4.4)
+# ---------------------------------------------------------------------------------------------
+
+
+def _clamped_bilinear(planes: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Samples ``planes`` at real pixel coordinates clamped into the image.
+
+    Args:
+        planes: ``(N, G, C, H, W)``.
+        y, x: ``(N, G, L)`` sample rows/columns in input pixels (pixel centres are integers).
+
+    Returns:
+        ``(N, G, C, L)``: ``y`` clamped to ``[0, H-1]`` and ``x`` to ``[0, W-1]``, then bilinear
+        with ``y0 = floor(y)``, ``y1 = min(y0 + 1, H - 1)`` (likewise for ``x``). Autograd gives
+        the floor-based one-sided derivative at integers and 0 where a clamp is active.
+    """
+    n, g, c, h, w = planes.shape
+    flat = planes.reshape(n, g, c, h * w)
+    y = y.clamp(0, h - 1)
+    x = x.clamp(0, w - 1)
+    y0, x0 = torch.floor(y.detach()), torch.floor(x.detach())
+    ly, lx = y - y0, x - x0
+    y0, x0 = y0.long(), x0.long()
+    y1, x1 = (y0 + 1).clamp(max=h - 1), (x0 + 1).clamp(max=w - 1)
+    out = 0
+    for yy, xx, wgt in ((y0, x0, (1 - ly) * (1 - lx)), (y0, x1, (1 - ly) * lx),
+                        (y1, x0, ly * (1 - lx)), (y1, x1, ly * lx)):
+        idx = (yy * w + xx).unsqueeze(2).expand(n, g, c, yy.shape[-1])
+        out = out + torch.gather(flat, 3, idx) * wgt.unsqueeze(2)
+    return out
+
+
+def deform_max_pool2d_ref(input: torch.Tensor, offset: torch.Tensor, kernel_size, stride=1,
+                          padding=0, dilation=1):
+    """Deformable max pooling, tap by tap, with an explicit first-maximum scan.
+
+    Same arguments as :func:`dcn_det.ops.deform_max_pool2d`: input ``(N, C, H, W)``, offset
+    ``(N, 2*G*kh*kw, H_out, W_out)`` as (dy, dx) pairs per tap and offset group.
+
+    Returns:
+        ``(output (N, C, H_out, W_out), argmax (N, C, H_out, W_out) int64)``: the maximum over
+        the taps that are not skipped (0 and -1 when all are), the first in tap order on a tie;
+        a NaN value beats any number and the first NaN stays. Autograd through ``output`` sends
+        the gradient through the winning tap only.
+    """
+    kh, kw = pair(kernel_size, "kernel_size")
+    sh, sw = pair(stride, "stride")
+    ph, pw = pair(padding, "padding")
+    dh, dw = pair(dilation, "dilation")
+    n, c, h, w = input.shape
+    n_taps = kh * kw
+    og = offset.shape[1] // (2 * n_taps)
+    h_out = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
+    w_out = (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+    dtype, device = input.dtype, input.device
+    base_y = (torch.arange(h_out, dtype=dtype, device=device) * sh - ph).view(h_out, 1)
+    base_x = (torch.arange(w_out, dtype=dtype, device=device) * sw - pw).view(1, w_out)
+    planes = input.reshape(n, og, c // og, h, w)
+    off = offset.reshape(n, og, n_taps, 2, h_out, w_out)
+    best = input.new_zeros((n, og, c // og, h_out * w_out))
+    arg = torch.full(best.shape, -1, dtype=torch.int64, device=device)
+    for k in range(n_taps):
+        u, v = divmod(k, kw)
+        y = ((base_y + u * dh) + off[:, :, k, 0]).flatten(2)  # (N, G, L)
+        x = ((base_x + v * dw) + off[:, :, k, 1]).flatten(2)
+        kept = (y > -1) & (y < h) & (x > -1) & (x < w)  # NaN is not kept
+        if h == 0 or w == 0:
+            continue
+        # Skipped points (NaN included) are moved to pixel 0 so the gather stays in bounds;
+        # their values are never taken.
+        val = _clamped_bilinear(planes, torch.where(kept, y, 0.0), torch.where(kept, x, 0.0))
+        take = kept.unsqueeze(2) & ((arg < 0) | (val > best) | (torch.isnan(val) & ~torch.isnan(best)))
+        best = torch.where(take, val, best)
+        arg = torch.where(take, torch.full_like(arg, k), arg)
+    return best.reshape(n, c, h_out, w_out), arg.reshape(n, c, h_out, w_out)

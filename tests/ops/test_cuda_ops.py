@@ -5,7 +5,8 @@ Skipped entirely on machines without a CUDA device (CI); run on a GPU machine.
 import pytest
 import torch
 
-from dcn_det.ops import batched_nms, deform_conv2d, deform_psroi_pool, nms, roi_align
+from dcn_det.ops import (batched_nms, deform_conv2d, deform_max_pool2d, deform_psroi_pool, nms,
+                         roi_align)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -164,6 +165,35 @@ def test_roi_align_cuda_matches_cpu(dtype, aligned, sampling):
     rtol, atol = TOL[dtype]
     torch.testing.assert_close(outs[1], outs[0], rtol=rtol, atol=atol)
     torch.testing.assert_close(grads[1], grads[0], rtol=rtol * 10, atol=atol * 10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("cfg", [dict(), dict(stride=1, og=1), dict(zero=True)])
+def test_deform_max_pool2d_cuda_composite_matches_cpu(dtype, cfg):
+    """CUDA runs the grid_sample composite: same output, argmax and gradients as the CPU."""
+    g = torch.Generator().manual_seed(3)
+    stride, og = cfg.get("stride", 2), cfg.get("og", 2)
+    x = torch.randn(2, 4, 11, 13, generator=g, dtype=dtype)
+    ho, wo = (11 - 1) // stride + 1, (13 - 1) // stride + 1
+    off = torch.randn(2, 2 * og * 9, ho, wo, generator=g, dtype=dtype) * 2
+    if cfg.get("zero"):
+        off.zero_()
+    go = torch.randn(2, 4, ho, wo, generator=g, dtype=dtype)
+    results = []
+    for dev in ("cpu", "cuda"):
+        xi, oi = x.to(dev).requires_grad_(), off.to(dev).requires_grad_()
+        out = deform_max_pool2d(xi, oi, 3, stride, 1)
+        out.backward(go.to(dev))
+        _, arg = torch.ops.dcn_det.deform_max_pool2d(xi.detach(), oi.detach(), 3, 3, stride,
+                                                     stride, 1, 1, 1, 1, og)
+        results.append([t.cpu() for t in (out, arg, xi.grad, oi.grad)])
+    (out_c, arg_c, gx_c, go_c), (out_g, arg_g, gx_g, go_g) = results
+    rtol, atol = TOL[dtype]
+    assert torch.equal(arg_g, arg_c)
+    for a, b in ((out_g, out_c), (gx_g, gx_c), (go_g, go_c)):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+    if cfg.get("zero"):
+        assert torch.equal(out_g, torch.nn.functional.max_pool2d(x, 3, stride, 1))
 
 
 @pytest.mark.parametrize("thresh", [0.3, 0.5, 0.7])

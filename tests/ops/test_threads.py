@@ -7,7 +7,8 @@ kernel splits its work into several tasks (channels, offset groups, RoIs, positi
 import pytest
 import torch
 
-from dcn_det.ops import batched_nms, deform_conv2d, deform_psroi_pool, nms, roi_align
+from dcn_det.ops import (batched_nms, deform_conv2d, deform_max_pool2d, deform_psroi_pool, nms,
+                         roi_align)
 
 F64 = torch.float64
 
@@ -46,6 +47,13 @@ def test_deform_conv2d(use_mask):
         return _grads(deform_conv2d(x, offset, weight, padding=1, mask=mask), leaves)
 
     _same_with_two_threads(run)
+
+
+@pytest.mark.parametrize("og", [1, 4])
+def test_deform_max_pool2d(og):
+    x = torch.randn(2, 16, 40, 44, dtype=F64, requires_grad=True)
+    offset = (torch.randn(2, 2 * og * 9, 20, 22, dtype=F64) * 2).requires_grad_()
+    _same_with_two_threads(lambda: _grads(deform_max_pool2d(x, offset, 3, 2, 1), [x, offset]))
 
 
 @pytest.mark.parametrize("classes", [1, 4])  # shared taps (2+ channels per class) or not

@@ -15,7 +15,8 @@ def build_backbone(cfg_backbone) -> ResNet:
         cfg_backbone: a ``BackboneConfig`` (see ``dcn_det.config``); only its attributes are
             read: depth, width_mult, stride_in_1x1, norm, gn_groups, freeze_at,
             res5_dilation, deform_stages, deform_modulated, deform_offset_groups,
-            deform_offset_lr_mult, deform_offset_mode, pretrained.
+            deform_offset_lr_mult, deform_offset_mode, stem_pool,
+            pretrained.
 
     Returns:
         A ResNet returning ``{"res4", "res5"}``, with ``out_channels`` and ``out_strides``.
@@ -34,6 +35,7 @@ def build_backbone(cfg_backbone) -> ResNet:
         deform_offset_lr_mult=cfg_backbone.deform_offset_lr_mult,
         deform_offset_mode=cfg_backbone.deform_offset_mode,
         out_features=OUT_FEATURES,
+        stem_pool=cfg_backbone.stem_pool,
     )
     if cfg_backbone.pretrained:
         load_pretrained(model, cfg_backbone.pretrained)

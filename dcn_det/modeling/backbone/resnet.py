@@ -1,6 +1,7 @@
 """ResNet-v1 backbone (18/34/50/101) with a dilated res5 and deformable stages.
 
-Stage names: ``stem`` (conv1 7x7/2 + norm + relu + maxpool 3x3/2, stride 4), ``res2`` ..
+Stage names: ``stem`` (conv1 7x7/2 + norm + relu + maxpool 3x3/2, stride 4; the pool is a
+``DeformMaxPool2d`` with ``stem_pool="deform_max"``), ``res2`` ..
 ``res5`` = torchvision's ``layer1`` .. ``layer4`` (strides 4, 8, 16, 32; res5 is 16 with
 ``res5_dilation`` 2 or 4). The max-pool pads by 1 like torchvision (Caffe's unpadded ceil-mode pool
 gives the same size for even inputs).
@@ -12,6 +13,7 @@ from torch import nn
 
 from dcn_det.modeling.backbone.blocks import BasicBlock, Bottleneck, DeformSpec
 from dcn_det.modeling.layers import NORM_NAMES, get_norm
+from dcn_det.ops import DeformMaxPool2d
 
 # depth -> (block type, blocks per stage res2..res5)
 DEPTHS = {
@@ -21,6 +23,7 @@ DEPTHS = {
     101: (Bottleneck, (3, 4, 23, 3)),
 }
 STAGE_NAMES = ("stem", "res2", "res3", "res4", "res5")
+STEM_POOLS = ("max", "deform_max")
 DEFORMABLE_STAGES = ("res3", "res4", "res5")
 _STEM_WIDTH = 64
 _STAGE_WIDTHS = (64, 128, 256, 512)  # bottleneck widths of res2..res5 at width_mult 1
@@ -60,6 +63,11 @@ class ResNet(nn.Module):
         deform_offset_lr_mult: learning-rate multiplier set on each ``conv_offset``.
         deform_offset_mode: ``"free"`` (a ``(dy, dx)`` per tap) or ``"affine"`` (an affine
             map of the kernel grid per location and offset group; DESIGN 4.1).
+        stem_pool: ``"max"`` (the 3x3/2 max pool) or ``"deform_max"``: ``DeformMaxPool2d``
+            with the same kernel, stride and padding, starting as the max pool. Its offset
+            groups are ``deform_offset_groups`` when that divides the stem width, else 1; its
+            offset conv gets ``deform_offset_lr_mult`` and is never frozen by ``freeze_at``
+            (it has no pretrained weights, and frozen at zero it would be a plain max pool).
         out_features: names among ``STAGE_NAMES`` to return. Stages after the last one
             requested are not built (no unused parameters).
 
@@ -81,10 +89,12 @@ class ResNet(nn.Module):
                  deform_modulated: bool = False, deform_offset_groups: int = 1,
                  deform_offset_lr_mult: float = 1.0,
                  deform_offset_mode: str = "free",
-                 out_features: Sequence[str] = ("res4", "res5")):
+                 out_features: Sequence[str] = ("res4", "res5"), stem_pool: str = "max"):
         super().__init__()
         self._check_args(depth, width_mult, norm, freeze_at, res5_dilation, deform_stages,
                          deform_offset_groups, out_features)
+        if stem_pool not in STEM_POOLS:
+            raise ValueError(f"stem_pool must be one of {list(STEM_POOLS)}, got {stem_pool!r}")
         block, counts = DEPTHS[depth]
         self.depth = depth
         self.stride_in_1x1 = bool(stride_in_1x1)
@@ -100,7 +110,13 @@ class ResNet(nn.Module):
         self.conv1 = nn.Conv2d(3, stem_width, 7, stride=2, padding=3, bias=False)
         self.bn1 = get_norm(norm_for(0), stem_width, gn_groups)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        if stem_pool == "deform_max":
+            groups = deform_offset_groups if stem_width % deform_offset_groups == 0 else 1
+            self.maxpool = DeformMaxPool2d(stem_width, 3, stride=2, padding=1,
+                                           offset_groups=groups,
+                                           offset_lr_mult=float(deform_offset_lr_mult))
+        else:
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         channels: Dict[str, int] = {"stem": stem_width}
         strides: Dict[str, int] = {"stem": 4}
 
@@ -173,7 +189,8 @@ class ResNet(nn.Module):
             # plain one; re-initialising them would break that.
             if name.endswith("conv_offset"):
                 continue
-            if isinstance(m, nn.Conv2d) or hasattr(m, "conv_offset"):
+            # A deformable conv has a weight beside its conv_offset; DeformMaxPool2d has none.
+            if isinstance(m, nn.Conv2d) or (hasattr(m, "conv_offset") and hasattr(m, "weight")):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
                 nn.init.ones_(m.weight)
