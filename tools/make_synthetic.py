@@ -65,6 +65,8 @@ def main(argv=None) -> int:
                         help="config overrides (with --config)")
     parser.add_argument("--num-train", type=int, default=None, help="train images (default 64)")
     parser.add_argument("--num-val", type=int, default=None, help="val images (default 16)")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="processes drawing and encoding images (default: CPUs, at most 4)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-classes", type=int, default=4)
     parser.add_argument("--image-size", type=int, nargs=2, default=[256, 320], metavar=("H", "W"))
@@ -83,7 +85,8 @@ def main(argv=None) -> int:
             print(f"error: bad synthetic {split} split from {where}: {e}", file=sys.stderr)
             return 2
     for ds in datasets:
-        path = write_coco(ds, args.output) if args.format == "coco" else write_voc(ds, args.output)
+        write = write_coco if args.format == "coco" else write_voc
+        path = write(ds, args.output, workers=args.workers)
         print(f"{ds.split}: {len(ds)} images -> {path}")
     return 0
 

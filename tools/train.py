@@ -2,6 +2,7 @@
 """Train a detector from a YAML config.
 
     python tools/train.py --config CFG [--set K=V ...] [--output-dir DIR] [--resume auto|PATH|none]
+                          [--no-eval]
     torchrun --nproc_per_node N tools/train.py --config CFG ...
 """
 import argparse
@@ -19,11 +20,14 @@ def main(argv=None) -> int:
     add_config_args(parser)
     parser.add_argument("--resume", default="auto",
                         help="'auto' (newest valid checkpoint in the output dir), 'none', or a path")
+    parser.add_argument("--no-eval", action="store_true",
+                        help="skip the evaluation after the last step (e.g. when tools/test.py "
+                             "evaluates the exported model next)")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     from dcn_det.engine.trainer import train
     from dcn_det.log import logger
-    metrics = train(cfg, resume=args.resume)
+    metrics = train(cfg, resume=args.resume, final_eval=not args.no_eval)
     if metrics:
         logger.info("final metrics written to %s", os.path.join(cfg.runtime.output_dir,
                                                                  "metrics.json"))

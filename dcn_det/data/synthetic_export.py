@@ -16,8 +16,9 @@ VOC layout (``write_voc(ds, "DIR")``, readable by ``VOCDataset("DIR", ["2007/tra
     DIR/class_names.txt                    one class name per line (not the 20 VOC classes)
 """
 import json
+import multiprocessing
 import os
-from typing import List
+from typing import Any, Dict, Iterator, List, Tuple
 from xml.sax.saxutils import escape
 
 import cv2
@@ -29,6 +30,30 @@ def _write_image(path: str, image_rgb) -> None:
     ext = os.path.splitext(path)[1][1:].lower()
     if not cv2.imwrite(path, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), _WRITE_FLAGS.get(ext, [])):
         raise RuntimeError(f"could not write image file {path!r}")
+
+
+def _render_and_write(job: Tuple[Any, int, str]) -> Dict[str, Any]:
+    """Generates image ``idx`` of ``dataset``, writes it to ``path``; returns its annotations."""
+    dataset, idx, path = job
+    s = dataset.generate(idx)
+    _write_image(path, s["image"])
+    h, w = s["image"].shape[:2]
+    return {"height": h, "width": w, "boxes": s["boxes"].tolist(), "labels": s["labels"].tolist(),
+            "areas": s["areas"].tolist()}
+
+
+def _written_samples(dataset, paths: List[str], workers: int) -> Iterator[Dict[str, Any]]:
+    """Renders and writes image ``i`` to ``paths[i]``; yields the annotations in index order.
+
+    Drawing and PNG encoding dominate a large split, and each image is independent, so
+    ``workers > 1`` spreads them over processes (fork: the dataset is not re-built).
+    """
+    jobs = [(dataset, idx, path) for idx, path in enumerate(paths)]
+    if workers <= 1 or len(jobs) < 2 * workers:
+        yield from map(_render_and_write, jobs)
+        return
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        yield from pool.imap(_render_and_write, jobs, chunksize=16)
 
 
 def _write_class_names(path: str, names: List[str]) -> None:
@@ -43,13 +68,14 @@ def _write_class_names(path: str, names: List[str]) -> None:
         f.write("\n".join(names) + "\n")
 
 
-def write_coco(dataset, output_dir: str, image_format: str = "png") -> str:
+def write_coco(dataset, output_dir: str, image_format: str = "png", workers: int = 1) -> str:
     """Writes ``dataset`` (a ``SyntheticDataset``) in COCO format.
 
     Args:
         dataset: the in-memory dataset; its ``split`` names the image folder and JSON file.
         output_dir: root folder (created).
         image_format: ``"png"`` (lossless) or ``"jpg"``.
+        workers: processes that draw and encode the images (the files are the same).
 
     Returns:
         the path of the annotation JSON.
@@ -61,13 +87,12 @@ def write_coco(dataset, output_dir: str, image_format: str = "png") -> str:
     os.makedirs(image_dir, exist_ok=True)
     os.makedirs(os.path.join(output_dir, "annotations"), exist_ok=True)
     images, annotations = [], []
-    for idx in range(len(dataset)):
-        s = dataset.generate(idx)
-        h, w = s["image"].shape[:2]
-        file_name = f"{idx + 1:06d}.{image_format}"
-        _write_image(os.path.join(image_dir, file_name), s["image"])
-        images.append({"id": idx + 1, "file_name": file_name, "height": h, "width": w})
-        for box, label, area in zip(s["boxes"].tolist(), s["labels"].tolist(), s["areas"].tolist()):
+    file_names = [f"{idx + 1:06d}.{image_format}" for idx in range(len(dataset))]
+    paths = [os.path.join(image_dir, n) for n in file_names]
+    for idx, s in enumerate(_written_samples(dataset, paths, workers)):
+        images.append({"id": idx + 1, "file_name": file_names[idx], "height": s["height"],
+                       "width": s["width"]})
+        for box, label, area in zip(s["boxes"], s["labels"], s["areas"]):
             x1, y1, x2, y2 = box
             annotations.append({"id": len(annotations) + 1, "image_id": idx + 1,
                                 "category_id": label + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
@@ -82,7 +107,7 @@ def write_coco(dataset, output_dir: str, image_format: str = "png") -> str:
     return ann_file
 
 
-def write_voc(dataset, root: str, year: str = "2007") -> str:
+def write_voc(dataset, root: str, year: str = "2007", workers: int = 1) -> str:
     """Writes ``dataset`` as a VOCdevkit tree (JPEG images, one XML per image).
 
     VOC boxes are 1-based inclusive pixel indices; a synthetic box ``[x0, y0, x1 + 1, y1 + 1]``
@@ -94,6 +119,7 @@ def write_voc(dataset, root: str, year: str = "2007") -> str:
         dataset: the in-memory dataset; its ``split`` names the image set.
         root: the VOCdevkit folder (created).
         year: the ``VOC<year>`` sub-folder.
+        workers: processes that draw and encode the images (the files are the same).
 
     Returns:
         the path of the image-set file.
@@ -102,15 +128,12 @@ def write_voc(dataset, root: str, year: str = "2007") -> str:
     for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
         os.makedirs(os.path.join(base, sub), exist_ok=True)
     _write_class_names(os.path.join(root, "class_names.txt"), dataset.class_names)
-    names = []
-    for idx in range(len(dataset)):
-        s = dataset.generate(idx)
-        h, w = s["image"].shape[:2]
-        name = f"{dataset.split}_{idx + 1:06d}"
-        names.append(name)
-        _write_image(os.path.join(base, "JPEGImages", name + ".jpg"), s["image"])
+    names = [f"{dataset.split}_{idx + 1:06d}" for idx in range(len(dataset))]
+    paths = [os.path.join(base, "JPEGImages", name + ".jpg") for name in names]
+    for name, s in zip(names, _written_samples(dataset, paths, workers)):
+        h, w = s["height"], s["width"]
         objects = []
-        for (x1, y1, x2, y2), label in zip(s["boxes"].tolist(), s["labels"].tolist()):
+        for (x1, y1, x2, y2), label in zip(s["boxes"], s["labels"]):
             objects.append(
                 f"  <object>\n    <name>{escape(dataset.class_names[label])}</name>\n"
                 f"    <pose>Unspecified</pose>\n    <truncated>0</truncated>\n"

@@ -59,7 +59,7 @@ def _finished_run(out: str, start_iter: int, max_iter: int) -> Optional[Dict[str
     return None
 
 
-def train(cfg: Config, resume: str = "auto") -> Dict[str, Any]:
+def train(cfg: Config, resume: str = "auto", final_eval: bool = True) -> Dict[str, Any]:
     """Trains ``cfg`` in ``cfg.runtime.output_dir``; returns the final metrics.
 
     Build, resume, then the loop: one :func:`run_step` per iteration and a visible ``if``
@@ -71,10 +71,12 @@ def train(cfg: Config, resume: str = "auto") -> Dict[str, Any]:
         resume: ``"auto"`` (newest checkpoint in the output directory that verifies, if
             any), ``"none"`` (start over) or a checkpoint path (see
             :func:`dcn_det.engine.resume.load_resume_state`).
+        final_eval: evaluate on ``cfg.data.test`` after the last step; off when the caller
+            evaluates the exported model itself (``tools/train.py --no-eval``).
 
     Returns:
         The final evaluation metrics (also written to ``output_dir/metrics.json``); ``{}``
-        on ranks other than 0.
+        on ranks other than 0 and without ``final_eval``.
 
     Raises:
         CheckpointError: the checkpoint to resume from is damaged or belongs to another model
@@ -159,9 +161,10 @@ def train(cfg: Config, resume: str = "auto") -> Dict[str, Any]:
             checkpointer.save("model_final.pth", checkpoint_state(cfg, max_iter, *parts))
 
     du.barrier()
-    metrics = evaluate(cfg, model, device, out)
+    metrics = evaluate(cfg, model, device, out) if final_eval else {}
     if rank == 0:
-        write_metrics(metrics, out)
-        log_eval_metrics(writer, metrics, max_iter)
+        if final_eval:
+            write_metrics(metrics, out)
+            log_eval_metrics(writer, metrics, max_iter)
         writer.close()
     return metrics

@@ -72,3 +72,16 @@ def test_config_mode_checks_both_splits_before_writing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "val split" in err and "cfg.yaml" in err and "min_object_size=500" in err
     assert not out.exists()
+
+
+def test_parallel_writers_write_the_same_files(tmp_path):
+    from dcn_det.data.synthetic import SyntheticDataset, write_coco, write_voc
+    ds = SyntheticDataset(num_images=10, seed=3, split="train")
+    for write in (write_coco, write_voc):
+        one, two = tmp_path / f"{write.__name__}1", tmp_path / f"{write.__name__}2"
+        write(ds, str(one), workers=1)
+        write(ds, str(two), workers=2)
+        files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+        assert len(files) >= 10
+        for rel in files:
+            assert (one / rel).read_bytes() == (two / rel).read_bytes(), rel
