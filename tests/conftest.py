@@ -31,6 +31,24 @@ def tv_ops():
 
 
 @pytest.fixture(autouse=True)
+def _restore_dcn_det_logger():
+    """Puts the ``dcn_det`` logger back after each test: code that trains or evaluates in-process
+    calls ``setup_logging``, which turns propagation off and would hide later tests' records
+    from ``caplog``."""
+    import logging
+    log = logging.getLogger("dcn_det")
+    state = (list(log.handlers), log.level, log.propagate)
+    yield
+    for h in list(log.handlers):
+        if h not in state[0]:
+            log.removeHandler(h)
+            h.close()
+    log.handlers[:] = state[0]
+    log.setLevel(state[1])
+    log.propagate = state[2]
+
+
+@pytest.fixture(autouse=True)
 def _seed():
     """Every test starts from the same RNG state, so failures reproduce."""
     torch.manual_seed(0)
