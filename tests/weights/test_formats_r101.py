@@ -151,3 +151,14 @@ def test_imagenet_mxnet_r101_into_dcn_model_leaves_offsets_zero(tmp_path):
     _assert_equal(model, ref, [k for k in ref if ".conv_offset." not in k])
     for key in _offset_keys(model):
         assert not model.state_dict()[key].any(), key
+
+
+def test_mxnet_file_is_recognised_by_its_magic_whatever_its_name(tmp_path):
+    ref = W.reference(W.tiny_resnet101())
+    W.write_params(tmp_path / "resnet_v1_101-0000.bin", W.mxnet_params(ref, with_head=False),
+                   version="legacy")
+    assert detect_format(str(tmp_path / "resnet_v1_101-0000.bin")) == "mxnet"
+    model = W.tiny_resnet101()
+    report = load_pretrained(model, str(tmp_path / "resnet_v1_101-0000.bin"))
+    assert report.filled == report.fillable
+    _assert_equal(model, ref, ref)
