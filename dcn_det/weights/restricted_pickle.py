@@ -3,11 +3,11 @@
 ``pickle.load`` runs any callable a file names (``os.system`` included), so a downloaded
 ``.pkl`` is read by ``RestrictedUnpickler``: its ``find_class`` hands out only what numpy needs
 to rebuild arrays (``_reconstruct``, ``ndarray``, ``dtype``, ``scalar``, and ``_frombuffer`` for
-protocol 5) and refuses every other
-global, naming the file and the global. One more is needed by Python 3 pickles of protocol
-0-2, which have no bytes opcode and store an array's raw bytes as ``_codecs.encode(text,
-"latin1")``: it is handed out as a function that does only that. After loading, the object is walked and must consist of
-dicts, lists, strings, numbers, booleans, None and numeric numpy arrays only.
+protocol 5) and refuses every other global, naming the file and the global. One more is
+needed by Python 3 pickles of protocols 0-2, which have no bytes opcode and store an array's
+raw bytes as ``_codecs.encode(text, "latin1")``: it is handed out as a function that does only
+that. After loading, the object is walked and must consist of dicts, lists, strings, numbers,
+booleans, None and numeric numpy arrays only.
 """
 import importlib
 import io

@@ -1,6 +1,6 @@
 """A file of the wrong format or network fails loudly instead of training from random weights."""
-import dataclasses
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -10,6 +10,8 @@ from dcn_det.config.schema import BackboneConfig
 from dcn_det.modeling.backbone import build_backbone
 from dcn_det.weights import FillError, WeightsError, load_pretrained
 from tests.weights import writers as W
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_mmdet_checkpoint_read_as_torchvision_fails_the_fill_check(tmp_path):
@@ -77,8 +79,16 @@ def test_build_backbone_reads_every_format_and_checks_pixel_stats(tmp_path, capl
     assert torch.equal(model.conv1.weight, ref["conv1.weight"])
 
 
-def test_config_accepts_the_new_fields():
-    from dcn_det.config import load_config  # noqa: F401 - the schema module is what matters
-    cfg = BackboneConfig()
-    assert cfg.pretrained_format == "auto" and cfg.pretrained_min_fill == 0.5
-    assert dataclasses.replace(cfg, pretrained_format="mxnet").pretrained_format == "mxnet"
+def test_config_fields_are_validated():
+    from dcn_det.config import ConfigError, load_config
+    path = os.path.join(ROOT, "configs", "rfcn", "rfcn_r101_dcn_coco.yaml")
+    cfg = load_config(path, ["model.backbone.pretrained_format=mxnet",
+                             "model.backbone.pretrained_min_fill=0.9"])
+    assert cfg.model.backbone.pretrained_format == "mxnet"
+    assert cfg.model.backbone.pretrained_min_fill == 0.9
+    assert BackboneConfig().pretrained_format == "auto"
+    assert BackboneConfig().pretrained_min_fill == 0.5
+    with pytest.raises(ConfigError, match="pretrained_format"):
+        load_config(path, ["model.backbone.pretrained_format=caffe"])
+    with pytest.raises(ConfigError, match="pretrained_min_fill"):
+        load_config(path, ["model.backbone.pretrained_min_fill=1.5"])
