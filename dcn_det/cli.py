@@ -25,8 +25,8 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run_main(main: Callable[[], int]) -> int:
-    """Runs ``main``; a user error (bad config, dataset, file, checkpoint) or a file that cannot
-    be written (disk full, a refused link) exits 2 with one clear line.
+    """Runs ``main``; a user error (bad config, dataset, file, checkpoint, weights file) or a file
+    that cannot be written (disk full, a refused link) exits 2 with one clear line.
 
     Programming errors keep their traceback. ``SystemExit`` (e.g. after SIGTERM, with the
     code 128 + signal) passes through. Ctrl-C (``KeyboardInterrupt``) exits 130 with one line,
@@ -36,9 +36,11 @@ def run_main(main: Callable[[], int]) -> int:
     from dcn_det.io.atomic import WriteError
     from dcn_det.io.checkpoint import CheckpointError
     from dcn_det.engine.train_loop import NonFiniteLossError
+    from dcn_det.weights import WeightsError
     try:
         return main()
-    except (ConfigError, CheckpointError, DatasetError, WriteError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, DatasetError, WriteError, WeightsError,
+            FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:

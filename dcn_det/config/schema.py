@@ -48,7 +48,9 @@ class BackboneConfig(_Section):
     deform_offset_lr_mult: NonNegFloat = 1.0  # learning-rate multiplier of the offset convs
     deform_offset_mode: Literal["free", "affine"] = "free"  # free: (dy, dx) per tap; affine: A - I and t per offset group (DESIGN 4.1)
     stem_pool: Literal["max", "deform_max"] = "max"  # stem pool: 3x3/2 max pool or DeformMaxPool2d
-    pretrained: str = ""  # torchvision-format ResNet state dict; "" = random init
+    pretrained: str = ""  # ImageNet/detector weights: torchvision or mmdet .pth, detectron2 .pkl, MXNet .params; "" = random init
+    pretrained_format: Literal["auto", "torchvision", "detectron2", "mmdet", "mxnet"] = "auto"  # auto: from the file (README "Pretrained weights")
+    pretrained_min_fill: Fraction = 0.5  # loading fails when under this fraction of the backbone's tensors (offsets aside) was filled
 
 
 @dataclass(frozen=True)

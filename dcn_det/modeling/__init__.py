@@ -16,7 +16,8 @@ def build_model(cfg_model) -> TwoStageDetector:
     Returns:
         A :class:`TwoStageDetector` in training mode.
     """
-    backbone = build_backbone(cfg_model.backbone)
+    backbone = build_backbone(cfg_model.backbone, pixel_mean=cfg_model.pixel_mean,
+                              pixel_std=cfg_model.pixel_std)
     r, h = cfg_model.rpn, cfg_model.head
     for key, name in (("model.rpn.in_feature", r.in_feature), ("model.head.in_feature", h.in_feature)):
         if name not in backbone.out_channels:

@@ -320,7 +320,7 @@ def test_missing_unexpected_and_stride_warning_are_reported(tmp_path, caplog):
     torch.save({"state_dict": sd}, tmp_path / "ckpt.pth")  # wrapped checkpoints are accepted
     model = ResNet(depth=50, stride_in_1x1=True, freeze_at=0, **TINY)
     before = model.layer3[1].conv2.weight.detach().clone()
-    with caplog.at_level(logging.INFO, logger="dcn_det.modeling.backbone.pretrained"):
+    with caplog.at_level(logging.INFO, logger="dcn_det.weights"):
         report = load_pretrained(model, str(tmp_path / "ckpt.pth"))
     assert report.missing == ["layer3.1.conv2.weight"]
     assert report.unexpected == ["layer9.0.conv1.weight"]

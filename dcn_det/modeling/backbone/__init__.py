@@ -1,6 +1,8 @@
 """Backbones: ``build_backbone(cfg.model.backbone)`` -> ResNet."""
-from dcn_det.modeling.backbone.pretrained import LoadReport, load_pretrained
+from typing import Optional, Sequence
+
 from dcn_det.modeling.backbone.resnet import ResNet
+from dcn_det.weights import LoadReport, check_pixel_stats, load_pretrained
 
 __all__ = ["ResNet", "LoadReport", "load_pretrained", "build_backbone"]
 
@@ -8,15 +10,19 @@ __all__ = ["ResNet", "LoadReport", "load_pretrained", "build_backbone"]
 OUT_FEATURES = ("res4", "res5")
 
 
-def build_backbone(cfg_backbone) -> ResNet:
+def build_backbone(cfg_backbone, pixel_mean: Optional[Sequence[float]] = None,
+                   pixel_std: Optional[Sequence[float]] = None) -> ResNet:
     """Builds the ResNet a BackboneConfig describes, loading pretrained weights if it names any.
 
     Args:
         cfg_backbone: a ``BackboneConfig`` (see ``dcn_det.config``); only its attributes are
             read: depth, width_mult, stride_in_1x1, norm, gn_groups, freeze_at,
             res5_dilation, deform_stages, deform_modulated, deform_offset_groups,
-            deform_offset_lr_mult, deform_offset_mode, stem_pool,
-            pretrained.
+            deform_offset_lr_mult, deform_offset_mode, stem_pool, pretrained,
+            pretrained_format, pretrained_min_fill.
+        pixel_mean, pixel_std: the detector's input normalisation (``model.pixel_mean/std``,
+            RGB, 0-255 scale); when given, a warning says if the weights were trained with
+            other values.
 
     Returns:
         A ResNet returning ``{"res4", "res5"}``, with ``out_channels`` and ``out_strides``.
@@ -38,5 +44,8 @@ def build_backbone(cfg_backbone) -> ResNet:
         stem_pool=cfg_backbone.stem_pool,
     )
     if cfg_backbone.pretrained:
-        load_pretrained(model, cfg_backbone.pretrained)
+        report = load_pretrained(model, cfg_backbone.pretrained,
+                                 format=cfg_backbone.pretrained_format,
+                                 min_fill=cfg_backbone.pretrained_min_fill)
+        check_pixel_stats(report, pixel_mean, pixel_std)
     return model

@@ -75,7 +75,7 @@ class ResNet(nn.Module):
         out_features: list of returned names, in network order.
         out_channels: dict name -> channels of that output.
         out_strides: dict name -> stride of that output w.r.t. the input image.
-        stride_in_1x1: as given (``load_pretrained`` warns on torchvision weights).
+        stride_in_1x1: as given (``load_pretrained`` warns when the weights have the other layout).
 
     Shape:
         forward(x (N, 3, H, W), normalised image) -> {name: (N, out_channels[name],
