@@ -182,8 +182,11 @@ def _slow_train(out, tmp_path, **env_extra):
            "solver.checkpoint_period=0", "runtime.log_period=1"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **env_extra)
     err = open(tmp_path / "stderr.txt", "w+")
+    # A shell that starts pytest in the background (`make test &`) makes SIGINT ignored, and
+    # a Python started with SIGINT ignored never raises KeyboardInterrupt: restore the default.
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err,
-                            text=True)
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return proc, err
 
 
