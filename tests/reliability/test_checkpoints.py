@@ -41,20 +41,6 @@ def logged():
     log.removeHandler(handler)
 
 
-@pytest.fixture
-def restore_dcn_det_logger():
-    """Puts the ``dcn_det`` logger back after a tool run in-process (it calls setup_logging)."""
-    log = logging.getLogger("dcn_det")
-    state = (list(log.handlers), log.level, log.propagate)
-    yield
-    for h in list(log.handlers):
-        if h not in state[0]:
-            log.removeHandler(h)
-            h.close()
-    log.setLevel(state[1])
-    log.propagate = state[2]
-
-
 @pytest.fixture(scope="module")
 def cfg():
     return load_config(TINY_CONFIG)
@@ -230,7 +216,7 @@ def _tool(name):
 
 @pytest.mark.parametrize("which", ["model_final.pth", "deploy.pth"])
 @pytest.mark.parametrize("where", ["start", "middle", "end"])
-def test_flipped_file_is_refused_naming_it(tmp_path, model_files, capsys, restore_dcn_det_logger,
+def test_flipped_file_is_refused_naming_it(tmp_path, model_files, capsys,
                                            which, where):
     src = model_files[0] if which == "model_final.pth" else model_files[1]
     path = str(tmp_path / which)

@@ -144,23 +144,7 @@ def test_label_map_and_default_names():
         model_to_dataset_labels(["a", "a", "b"], ["a", "b", "a"], "m", "d")
 
 
-@pytest.fixture
-def restore_logging():
-    """evaluate_checkpoint sets up the dcn_det logger (own handlers, no propagation); later
-    tests read its records through pytest's root handler."""
-    logger = logging.getLogger("dcn_det")
-    saved = (list(logger.handlers), logger.propagate, logger.level)
-    yield
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
-        if h not in saved[0]:
-            h.close()
-    for h in saved[0]:
-        logger.addHandler(h)
-    logger.propagate, logger.level = saved[1], saved[2]
-
-
-def test_test_py_path_refuses_a_checkpoint_of_other_classes(tmp_path, restore_logging):
+def test_test_py_path_refuses_a_checkpoint_of_other_classes(tmp_path):
     from tests.test_export import real_tiny_model
     folder = str(tmp_path)
     other = write_coco(folder, _renamed("triangle", "star"), "other.json")
