@@ -68,3 +68,43 @@ def pair(v, name: str) -> tuple:
         return (int(v[0]), int(v[1]))
     raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
 
+
+
+def check_offset_layout(input_shape, offset, kernel, stride, padding, dilation,
+                        channels: str = "C_in") -> tuple:
+    """Checks a deformable offset ``(N, 2*G*kh*kw, H_out, W_out)`` against its input and kernel.
+
+    Args:
+        input_shape: ``(N, C, H, W)`` of the sampled input.
+        offset: the offset tensor (rank already checked).
+        kernel, stride, padding, dilation: ``(h, w)`` pairs.
+        channels: how messages name the input's channel count (``"C_in"`` or ``"C"``).
+
+    Returns:
+        ``(G, H_out, W_out)``: the offset groups and the output size.
+
+    Raises:
+        ValueError: naming the offset's shape and the one it needs.
+    """
+    n, c, h, w = input_shape
+    (kh, kw), taps = kernel, kernel[0] * kernel[1]
+    if offset.shape[1] == 0 or offset.shape[1] % (2 * taps) != 0:
+        raise ValueError(
+            f"offset.size(1) must be a positive multiple of 2*kh*kw={2 * taps}, got offset shape "
+            f"{tuple(offset.shape)} for a {kh}x{kw} kernel")
+    og = offset.shape[1] // (2 * taps)
+    if c % og != 0:
+        raise ValueError(f"input channels {channels}={c} must be divisible by the offset groups "
+                         f"{og} (= offset.size(1) {offset.shape[1]} / (2*{kh}*{kw}))")
+    h_out = (h + 2 * padding[0] - (dilation[0] * (kh - 1) + 1)) // stride[0] + 1
+    w_out = (w + 2 * padding[1] - (dilation[1] * (kw - 1) + 1)) // stride[1] + 1
+    if h_out <= 0 or w_out <= 0:
+        raise ValueError(
+            f"input shape {tuple(input_shape)} is too small for a {kh}x{kw} kernel with "
+            f"padding={padding}, dilation={dilation}, stride={stride}: output would be "
+            f"({h_out}, {w_out})")
+    need = (n, 2 * og * taps, h_out, w_out)
+    if tuple(offset.shape) != need:
+        raise ValueError(f"offset must have shape {need} (N, 2*offset_groups*kh*kw, H_out, W_out), "
+                         f"got {tuple(offset.shape)}")
+    return og, h_out, w_out

@@ -12,7 +12,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from dcn_det.ops._validate import check_floating, check_same, check_tensor, pair
+from dcn_det.ops._validate import (check_floating, check_offset_layout, check_same, check_tensor,
+                                   pair)
 from dcn_det.ops.affine_offsets import (AFFINE_PARAMS, OFFSET_MODES, affine_offset_basis,
                                         expand_affine_offsets)
 
@@ -106,25 +107,8 @@ def _validate(input, offset, weight, bias, mask, stride, padding, dilation):
     if kh == 0 or kw == 0:
         raise ValueError(f"weight must have a non-empty kernel, got shape {tuple(weight.shape)}")
     taps = kh * kw
-    if offset.shape[1] == 0 or offset.shape[1] % (2 * taps) != 0:
-        raise ValueError(
-            f"offset.size(1) must be a positive multiple of 2*kh*kw={2 * taps}, got offset shape "
-            f"{tuple(offset.shape)} for a {kh}x{kw} kernel")
-    og = offset.shape[1] // (2 * taps)
-    if c_in % og != 0:
-        raise ValueError(f"input channels C_in={c_in} must be divisible by the offset groups "
-                         f"{og} (= offset.size(1) {offset.shape[1]} / (2*{kh}*{kw}))")
-    h_out = _out_size(h, padding[0], dilation[0], kh, stride[0])
-    w_out = _out_size(w, padding[1], dilation[1], kw, stride[1])
-    if h_out <= 0 or w_out <= 0:
-        raise ValueError(
-            f"input shape {tuple(input.shape)} is too small for a {kh}x{kw} kernel with "
-            f"padding={padding}, dilation={dilation}, stride={stride}: output would be "
-            f"({h_out}, {w_out})")
-    need = (n, 2 * og * taps, h_out, w_out)
-    if tuple(offset.shape) != need:
-        raise ValueError(f"offset must have shape {need} (N, 2*offset_groups*kh*kw, H_out, W_out), "
-                         f"got {tuple(offset.shape)}")
+    og, h_out, w_out = check_offset_layout(tuple(input.shape), offset, (kh, kw), stride,
+                                           padding, dilation)
     if mask is not None and tuple(mask.shape) != (n, og * taps, h_out, w_out):
         raise ValueError(
             f"mask must have shape {(n, og * taps, h_out, w_out)} (N, offset_groups*kh*kw, H_out, "

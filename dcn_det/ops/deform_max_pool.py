@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from dcn_det.ops import deform_max_pool_composite  # noqa: F401  (registers the CUDA kernels)
-from dcn_det.ops._validate import check_floating, check_same, check_tensor, pair
+from dcn_det.ops._validate import (check_floating, check_offset_layout, check_same, check_tensor,
+                                   pair)
 
 _OP = "dcn_det::deform_max_pool2d"
 _BWD = "dcn_det::_deform_max_pool2d_backward"
@@ -94,27 +95,8 @@ def _validate(input, offset, kernel_size, stride, padding, dilation, mixed_dtype
                              "all tensors must be on the same device")
     else:
         check_same(input, "input", [("offset", offset)])
-    n, c, h, w = input.shape
-    (kh, kw), taps = kernel_size, kernel_size[0] * kernel_size[1]
-    if offset.shape[1] == 0 or offset.shape[1] % (2 * taps) != 0:
-        raise ValueError(
-            f"offset.size(1) must be a positive multiple of 2*kh*kw={2 * taps}, got offset shape "
-            f"{tuple(offset.shape)} for a {kh}x{kw} kernel")
-    og = offset.shape[1] // (2 * taps)
-    if c % og != 0:
-        raise ValueError(f"input channels C={c} must be divisible by the offset groups {og} "
-                         f"(= offset.size(1) {offset.shape[1]} / (2*{kh}*{kw}))")
-    h_out = _out_size(h, padding[0], dilation[0], kh, stride[0])
-    w_out = _out_size(w, padding[1], dilation[1], kw, stride[1])
-    if h_out <= 0 or w_out <= 0:
-        raise ValueError(
-            f"input shape {tuple(input.shape)} is too small for a {kh}x{kw} kernel with "
-            f"padding={padding}, dilation={dilation}, stride={stride}: output would be "
-            f"({h_out}, {w_out})")
-    need = (n, 2 * og * taps, h_out, w_out)
-    if tuple(offset.shape) != need:
-        raise ValueError(f"offset must have shape {need} (N, 2*offset_groups*kh*kw, H_out, W_out), "
-                         f"got {tuple(offset.shape)}")
+    og, _, _ = check_offset_layout(tuple(input.shape), offset, kernel_size, stride, padding,
+                                   dilation, channels="C")
     return og
 
 
