@@ -23,6 +23,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/bilinear.h"
+
 namespace dcn_det {
 namespace {
 
@@ -57,8 +59,6 @@ struct Deriv {
 constexpr int64_t kChunk = 256;
 constexpr int64_t kChanBlock = 16;
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // Output positions [begin, end) whose columns are in the buffer; a column row holds size()
 // entries. Splitting L into spans keeps the column buffers small (see kColumnBytes).
 struct Span {
@@ -70,44 +70,6 @@ struct Span {
 // the GEMM, and below glibc's 32 MiB mmap threshold, so the allocator reuses them instead of
 // handing fresh zero-filled pages (page faults) to every call.
 constexpr int64_t kColumnBytes = int64_t(16) << 20;
-
-// Bilinear corner weights at (y, x) with the zero-outside rule: a corner contributes only if
-// it lies inside the image. Corner order: (y0,x0), (y0,x1), (y1,x0), (y1,x1). Returns false
-// (and leaves outputs zero) when no corner lies inside; NaN coordinates land here too.
-//
-// y = -1 exactly is kept (it is inside the range, not cut off): its value is 0 (the only inside
-// corner, row 0, has weight ly = 0), but its derivative by y is row 0's value. That is the
-// one-sided derivative that floor-based weights give at every integer, and what the float64
-// reference and torchvision return; cutting y = -1 off zeroed the offset gradient of every
-// border tap of a zero-offset, padding-1 convolution. y = H (or beyond) has no inside corner.
-template <typename scalar_t>
-inline bool corners(scalar_t y, scalar_t x, int64_t H, int64_t W, int32_t idx[4],
-                    bool valid[4], scalar_t& ly, scalar_t& lx) {
-  for (int i = 0; i < 4; ++i) {
-    idx[i] = 0;
-    valid[i] = false;
-  }
-  ly = lx = 0;
-  if (!(y >= -1 && y < H && x >= -1 && x < W)) return false;
-  // floor without libm (std::floor is a call on the baseline x86-64 target, no SSE4.1): truncate
-  // toward zero, then step down for negative non-integers (y, x >= -1 here).
-  int64_t y0 = static_cast<int64_t>(y), x0 = static_cast<int64_t>(x);
-  y0 -= static_cast<scalar_t>(y0) > y ? 1 : 0;
-  x0 -= static_cast<scalar_t>(x0) > x ? 1 : 0;
-  const int64_t y1 = y0 + 1, x1 = x0 + 1;
-  ly = y - y0;
-  lx = x - x0;
-  const bool vy0 = y0 >= 0, vy1 = y1 <= H - 1, vx0 = x0 >= 0, vx1 = x1 <= W - 1;
-  valid[0] = vy0 && vx0;
-  valid[1] = vy0 && vx1;
-  valid[2] = vy1 && vx0;
-  valid[3] = vy1 && vx1;
-  if (valid[0]) idx[0] = static_cast<int32_t>(y0 * W + x0);
-  if (valid[1]) idx[1] = static_cast<int32_t>(y0 * W + x1);
-  if (valid[2]) idx[2] = static_cast<int32_t>(y1 * W + x0);
-  if (valid[3]) idx[3] = static_cast<int32_t>(y1 * W + x1);
-  return true;
-}
 
 // Tables of one image, entry (g*K + k)*L + p. mask_n is null for v1 (mask = 1); deriv is
 // null in the forward.
@@ -127,14 +89,15 @@ void build_tables(const Geometry& G, const scalar_t* off_n, const scalar_t* mask
         Sample<scalar_t>& s = table[gk * L + p];
         scalar_t ly, lx;
         bool valid[4];
-        corners(y, x, G.h, G.w, s.idx, valid, ly, lx);
+        bilinear::zero_padded(y, x, G.h, G.w, s.idx, valid, ly, lx);
         const scalar_t m = mask_n ? mask_n[gk * L + p] : scalar_t(1);
-        const scalar_t wb[4] = {(1 - ly) * (1 - lx), (1 - ly) * lx, ly * (1 - lx), ly * lx};
+        scalar_t wb[4];
+        bilinear::corner_weights(ly, lx, wb);
         for (int c = 0; c < 4; ++c) s.w[c] = valid[c] ? wb[c] * m : scalar_t(0);
         if (!deriv) continue;
-        // d(weight)/dy and d(weight)/dx of each corner; absent corners contribute nothing.
-        const scalar_t dy[4] = {-(1 - lx), -lx, 1 - lx, lx};
-        const scalar_t dx[4] = {-(1 - ly), 1 - ly, -ly, ly};
+        // Absent corners contribute nothing to the offset gradient.
+        scalar_t dy[4], dx[4];
+        bilinear::corner_weight_grads(ly, lx, dy, dx);
         Deriv<scalar_t>& d = deriv[gk * L + p];
         for (int c = 0; c < 4; ++c) {
           d.wu[c] = valid[c] ? wb[c] : scalar_t(0);

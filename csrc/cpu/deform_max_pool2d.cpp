@@ -21,6 +21,8 @@
 #include <tuple>
 #include <vector>
 
+#include "common/bilinear.h"
+
 namespace dcn_det {
 namespace {
 
@@ -50,18 +52,15 @@ struct Deriv {
 
 constexpr int64_t kChunk = 256;
 
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Fills s (and d when given) for the sample point (y, x). Corner order: (y0,x0), (y0,x1),
-// (y1,x0), (y1,x1). A point on the open range (-1, H) is clamped to [0, H-1] and
-// y0 = floor(y), y1 = min(y0 + 1, H - 1): every corner lies inside, and at y = H-1 the two
-// rows coincide, so the floor-based one-sided derivative there is 0 (the value is constant
-// for y >= H-1). NaN coordinates fail the range test and are skipped.
+// Fills s (and d when given) for the sample point (y, x) by the clamped rule of
+// common/bilinear.h; a skipped point gets idx[0] = -1. At y = H-1 the two rows coincide, so the
+// floor-based one-sided derivative there is 0 (the value is constant for y >= H-1).
 template <typename scalar_t>
 inline void sample_at(scalar_t y, scalar_t x, int64_t H, int64_t W, Sample<scalar_t>& s,
                       Deriv<scalar_t>* d) {
-  const scalar_t hi_y = static_cast<scalar_t>(H - 1), hi_x = static_cast<scalar_t>(W - 1);
-  if (!(y > -1 && y < static_cast<scalar_t>(H) && x > -1 && x < static_cast<scalar_t>(W))) {
+  scalar_t ly, lx;
+  bool free_y, free_x;
+  if (!bilinear::clamped_open(y, x, H, W, s.idx, ly, lx, free_y, free_x)) {
     for (int i = 0; i < 4; ++i) {
       s.idx[i] = -1;
       s.w[i] = 0;
@@ -69,31 +68,13 @@ inline void sample_at(scalar_t y, scalar_t x, int64_t H, int64_t W, Sample<scala
     }
     return;
   }
-  const bool free_y = y >= 0 && y <= hi_y, free_x = x >= 0 && x <= hi_x;
-  const scalar_t yc = std::min(std::max(y, scalar_t(0)), hi_y);
-  const scalar_t xc = std::min(std::max(x, scalar_t(0)), hi_x);
-  // yc, xc >= 0: truncation is floor.
-  const int64_t y0 = static_cast<int64_t>(yc), x0 = static_cast<int64_t>(xc);
-  const int64_t y1 = std::min(y0 + 1, H - 1), x1 = std::min(x0 + 1, W - 1);
-  const scalar_t ly = yc - static_cast<scalar_t>(y0), lx = xc - static_cast<scalar_t>(x0);
-  s.idx[0] = static_cast<int32_t>(y0 * W + x0);
-  s.idx[1] = static_cast<int32_t>(y0 * W + x1);
-  s.idx[2] = static_cast<int32_t>(y1 * W + x0);
-  s.idx[3] = static_cast<int32_t>(y1 * W + x1);
-  s.w[0] = (1 - ly) * (1 - lx);
-  s.w[1] = (1 - ly) * lx;
-  s.w[2] = ly * (1 - lx);
-  s.w[3] = ly * lx;
+  bilinear::corner_weights(ly, lx, s.w);
   if (!d) return;
-  const scalar_t my = free_y ? scalar_t(1) : scalar_t(0), mx = free_x ? scalar_t(1) : scalar_t(0);
-  d->wy[0] = -(1 - lx) * my;
-  d->wy[1] = -lx * my;
-  d->wy[2] = (1 - lx) * my;
-  d->wy[3] = lx * my;
-  d->wx[0] = -(1 - ly) * mx;
-  d->wx[1] = (1 - ly) * mx;
-  d->wx[2] = -ly * mx;
-  d->wx[3] = ly * mx;
+  bilinear::corner_weight_grads(ly, lx, d->wy, d->wx);
+  for (int i = 0; i < 4; ++i) {
+    if (!free_y) d->wy[i] = 0;
+    if (!free_x) d->wx[i] = 0;
+  }
 }
 
 // Tables of one image, entry (g*K + k)*L + p; deriv is null in the forward.
@@ -117,7 +98,7 @@ void build_tables(const Geometry& G, const scalar_t* off_n, Sample<scalar_t>* ta
 }
 
 template <typename scalar_t>
-inline scalar_t bilinear(const Sample<scalar_t>& s, const scalar_t* plane) {
+inline scalar_t interpolate(const Sample<scalar_t>& s, const scalar_t* plane) {
   return s.w[0] * plane[s.idx[0]] + s.w[1] * plane[s.idx[1]] + s.w[2] * plane[s.idx[2]] +
          s.w[3] * plane[s.idx[3]];
 }
@@ -146,7 +127,7 @@ void pool_forward(const Geometry& G, const scalar_t* in_n, const Sample<scalar_t
         const Sample<scalar_t>* s = tg + k * L;
         for (int64_t q = 0; q < np; ++q) {
           if (s[q].idx[0] < 0) continue;
-          const scalar_t v = bilinear(s[q], plane);
+          const scalar_t v = interpolate(s[q], plane);
           if (arg[q] < 0 || v > best[q] || (std::isnan(v) && !std::isnan(best[q]))) {
             best[q] = v;
             arg[q] = k;

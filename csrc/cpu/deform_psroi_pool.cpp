@@ -22,34 +22,13 @@
 #include <tuple>
 #include <vector>
 
+#include "common/bilinear.h"
+#include "common/psroi_geometry.h"
+
 namespace dcn_det {
 namespace {
 
-// Per-RoI geometry in feature-map coordinates, exactly as the official operator computes it.
-template <typename T>
-struct RoiBox {
-  int64_t batch;
-  T x1, y1, roi_w, roi_h, bin_w, bin_h, sub_w, sub_h;
-};
-
-template <typename T>
-RoiBox<T> roi_box(const T* roi, double spatial_scale, int64_t pooled, int64_t samples) {
-  const T scale = static_cast<T>(spatial_scale);
-  RoiBox<T> b;
-  b.batch = static_cast<int64_t>(roi[0]);
-  // std::round is C's round: half away from zero, as in the official kernel.
-  b.x1 = std::round(roi[1]) * scale - T(0.5);
-  b.y1 = std::round(roi[2]) * scale - T(0.5);
-  const T x2 = (std::round(roi[3]) + T(1)) * scale - T(0.5);
-  const T y2 = (std::round(roi[4]) + T(1)) * scale - T(0.5);
-  b.roi_w = std::max(x2 - b.x1, T(0.1));
-  b.roi_h = std::max(y2 - b.y1, T(0.1));
-  b.bin_w = b.roi_w / static_cast<T>(pooled);
-  b.bin_h = b.roi_h / static_cast<T>(pooled);
-  b.sub_w = b.bin_w / static_cast<T>(samples);
-  b.sub_h = b.bin_h / static_cast<T>(samples);
-  return b;
-}
+using psroi::RoiBox;
 
 // The integer constants shared by forward and backward.
 struct Dims {
@@ -63,12 +42,12 @@ template <typename T>
 std::vector<RoiBox<T>> roi_boxes(const T* rois, double spatial_scale, const Dims& d) {
   std::vector<RoiBox<T>> boxes(d.num_rois);
   for (int64_t r = 0; r < d.num_rois; ++r)
-    boxes[r] = roi_box(rois + r * 5, spatial_scale, d.pooled, d.samples);
+    boxes[r] = psroi::roi_box(rois + r * 5, static_cast<T>(spatial_scale), d.pooled, d.samples);
   return boxes;
 }
 
 inline int64_t group_index(int64_t p, const Dims& d) {
-  return std::min(p * d.group / d.pooled, d.group - 1);
+  return psroi::group_index(p, d.group, d.pooled);
 }
 
 // Bilinear sample position (h, w) of bin (ph, pw) of output channel c in RoI r, before the
@@ -79,44 +58,13 @@ inline void bin_start(const RoiBox<T>& box, const T* offset, T trans_std, int64_
   T tx = 0, ty = 0;
   if (offset != nullptr) {
     const int64_t cls = c / d.channels_per_class;
-    const int64_t part_h = ph * d.part / d.pooled;
-    const int64_t part_w = pw * d.part / d.pooled;
+    const int64_t part_h = psroi::part_index(ph, d.part, d.pooled);
+    const int64_t part_w = psroi::part_index(pw, d.part, d.pooled);
     const T* o = offset + r * d.offset_channels * d.part * d.part + part_h * d.part + part_w;
     tx = o[(2 * cls) * d.part * d.part] * trans_std;
     ty = o[(2 * cls + 1) * d.part * d.part] * trans_std;
   }
-  *wstart = static_cast<T>(pw) * box.bin_w + box.x1 + tx * box.roi_w;
-  *hstart = static_cast<T>(ph) * box.bin_h + box.y1 + ty * box.roi_h;
-}
-
-// Neighbours and weights of a clamped bilinear sample; floor/ceil as the official kernel, so
-// on an integer coordinate both neighbours are the same pixel. The callers clamp h and w to
-// [0, size - 1] first, so truncation is floor and "+1 unless integral" is ceil: std::floor and
-// std::ceil are libm calls on the baseline x86-64 target (no SSE4.1) and made this op ~4x
-// slower.
-template <typename T>
-struct Bilinear {
-  int64_t y0, y1, x0, x1;
-  T dy, dx;
-};
-
-template <typename T>
-inline Bilinear<T> bilinear(T h, T w) {
-  Bilinear<T> s;
-  s.y0 = static_cast<int64_t>(h);
-  s.x0 = static_cast<int64_t>(w);
-  s.dy = h - static_cast<T>(s.y0);
-  s.dx = w - static_cast<T>(s.x0);
-  s.y1 = s.y0 + (s.dy > T(0) ? 1 : 0);
-  s.x1 = s.x0 + (s.dx > T(0) ? 1 : 0);
-  return s;
-}
-
-// Written so that a NaN coordinate counts as skipped and can never become an index.
-template <typename T>
-inline bool skipped(T h, T w, const Dims& d) {
-  return !(w >= T(-0.5) && w <= static_cast<T>(d.width) - T(0.5) && h >= T(-0.5) &&
-           h <= static_cast<T>(d.height) - T(0.5));
+  psroi::bin_start(box, tx, ty, ph, pw, hstart, wstart);
 }
 
 // One in-range bilinear sample of a bin: the four neighbour offsets in a plane, their weights,
@@ -145,25 +93,23 @@ int64_t bin_taps(const RoiBox<T>& box, T hstart, T wstart, const Dims& d, Tap<T>
   int64_t n = 0;
   for (int64_t ih = 0; ih < S; ++ih) {
     for (int64_t iw = 0; iw < S; ++iw) {
-      T w = wstart + static_cast<T>(iw) * box.sub_w;
-      T h = hstart + static_cast<T>(ih) * box.sub_h;
-      if (skipped(h, w, d)) continue;
+      const T w = wstart + static_cast<T>(iw) * box.sub_w;
+      const T h = hstart + static_cast<T>(ih) * box.sub_h;
+      bilinear::PsroiSample<T> s;
+      if (!bilinear::psroi_sample(h, w, H, W, s)) continue;
       Tap<T>& t = taps[n++];
-      t.w_in = w >= T(0) && w <= static_cast<T>(W - 1);
-      t.h_in = h >= T(0) && h <= static_cast<T>(H - 1);
-      w = std::min(std::max(w, T(0)), static_cast<T>(W - 1));
-      h = std::min(std::max(h, T(0)), static_cast<T>(H - 1));
-      const Bilinear<T> s = bilinear(h, w);
-      t.dx = s.dx;
-      t.dy = s.dy;
+      t.w_in = s.w_in;
+      t.h_in = s.h_in;
+      t.dx = s.lx;
+      t.dy = s.ly;
       t.i00 = s.y0 * W + s.x0;
       t.i10 = s.y1 * W + s.x0;
       t.i01 = s.y0 * W + s.x1;
       t.i11 = s.y1 * W + s.x1;
-      t.w00 = (1 - s.dx) * (1 - s.dy);
-      t.w10 = (1 - s.dx) * s.dy;
-      t.w01 = s.dx * (1 - s.dy);
-      t.w11 = s.dx * s.dy;
+      t.w00 = (1 - s.lx) * (1 - s.ly);
+      t.w10 = (1 - s.lx) * s.ly;
+      t.w01 = s.lx * (1 - s.ly);
+      t.w11 = s.lx * s.ly;
     }
   }
   return n;
@@ -450,9 +396,9 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(
         for (int64_t c = 0; c < output_dim; ++c) {
           const int64_t cls = c / d.channels_per_class;
           for (int64_t ph = 0; ph < P; ++ph) {
-            const int64_t part_h = ph * d.part / P;
+            const int64_t part_h = psroi::part_index(ph, d.part, P);
             for (int64_t pw = 0; pw < P; ++pw) {
-              const int64_t part_w = pw * d.part / P;
+              const int64_t part_w = psroi::part_index(pw, d.part, P);
               const int64_t o = ((r * output_dim + c) * P + ph) * P + pw;
               g[((2 * cls) * d.part + part_h) * d.part + part_w] += kx * dp[2 * o];
               g[((2 * cls + 1) * d.part + part_h) * d.part + part_w] += ky * dp[2 * o + 1];

@@ -14,6 +14,8 @@
 #include <cmath>
 #include <vector>
 
+#include "common/bilinear.h"
+
 namespace dcn_det {
 namespace {
 
@@ -25,34 +27,15 @@ struct Sample {
   T w1, w2, w3, w4;
 };
 
-// Returns false (and leaves `s` alone) for a sample outside [-1, H] x [-1, W]; it contributes
-// nothing, and is dropped rather than given zero weights so that an inf/NaN in the input's
-// first pixel cannot leak into it as 0 * inf.
+// Returns false (and leaves `s` alone) for a sample outside [-1, H] x [-1, W] (the rule of
+// common/bilinear.h); it contributes nothing, and is dropped rather than given zero weights so
+// that an inf/NaN in the input's first pixel cannot leak into it as 0 * inf.
 template <typename T>
 bool make_sample(T y, T x, int64_t height, int64_t width, Sample<T>& s) {
-  // The negated comparison also rejects NaN, which would otherwise be cast to an index.
-  if (!(y >= T(-1) && y <= T(height) && x >= T(-1) && x <= T(width))) return false;
-  if (y <= T(0)) y = T(0);
-  if (x <= T(0)) x = T(0);
-  int64_t y_low = static_cast<int64_t>(y);
-  int64_t x_low = static_cast<int64_t>(x);
-  int64_t y_high, x_high;
-  if (y_low >= height - 1) {
-    y_high = y_low = height - 1;
-    y = static_cast<T>(y_low);
-  } else {
-    y_high = y_low + 1;
-  }
-  if (x_low >= width - 1) {
-    x_high = x_low = width - 1;
-    x = static_cast<T>(x_low);
-  } else {
-    x_high = x_low + 1;
-  }
-  const T ly = y - y_low, lx = x - x_low;
-  const T hy = T(1) - ly, hx = T(1) - lx;
-  s = {y_low * width + x_low, y_low * width + x_high, y_high * width + x_low,
-       y_high * width + x_high, hy * hx, hy * lx, ly * hx, ly * lx};
+  int64_t idx[4];
+  T w[4];
+  if (!bilinear::roi_align_sample(y, x, height, width, idx, w)) return false;
+  s = {idx[0], idx[1], idx[2], idx[3], w[0], w[1], w[2], w[3]};
   return true;
 }
 
