@@ -32,7 +32,7 @@ from dcn_det.cli import run_main  # noqa: E402
 from dcn_det.io.atomic import save_torch  # noqa: E402
 from dcn_det.log import setup_logging  # noqa: E402
 from dcn_det.io.checkpoint import load_file  # noqa: E402
-from dcn_det.weights import (DEFAULT_MIN_FILL, DETECTOR_FORMATS, FORMATS, WeightsError,  # noqa: E402
+from dcn_det.weights import (DEFAULT_MIN_FILL, DETECTOR_FORMATS, FORMATS,  # noqa: E402
                              convert, read_detector_weights)
 from dcn_det.weights.torch_file import INFO_KEY  # noqa: E402
 
@@ -70,9 +70,6 @@ def _convert_detector(args) -> None:
     source = read_detector_weights(args.input, args.format, group_size=args.group_size,
                                    read_checkpoint=load_file)
     heads = [k for k in source.tensors if not k.startswith("backbone.")]
-    if not heads:
-        raise WeightsError(f"{args.input!r} read as {source.format!r} has no RPN or box-head "
-                           f"tensors; convert its backbone without --detector")
     info = dict(_info(source), num_classes=source.num_classes, notes=list(source.notes))
     save_torch(args.output, {"model": source.tensors, INFO_KEY: info},
                what="converted detector weights")

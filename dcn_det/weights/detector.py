@@ -92,7 +92,8 @@ def read_detector_weights(path: str, format: str = "auto", *, group_size: Option
         read_checkpoint: a verifying reader of dcn_det files (``dcn_det.io.load_file``).
 
     Raises:
-        FileNotFoundError, WeightsError (unreadable, not a detector, unmappable layout).
+        FileNotFoundError, WeightsError (unreadable, not a detector, no RPN or box-head
+        tensor, unmappable layout).
     """
     if format not in ("auto",) + DETECTOR_FORMATS:
         raise WeightsError(f"model.weights_format must be 'auto' or one of "
@@ -101,14 +102,20 @@ def read_detector_weights(path: str, format: str = "auto", *, group_size: Option
     if format == "auto":
         format, obj = _read_auto(path, read_checkpoint)
     if format == "mxnet":
-        return read_mxnet_detector(path, group_size)
-    if format == "dcn_det":
-        return dcn_det_file.from_loaded(path, obj) if obj is not None \
+        source = read_mxnet_detector(path, group_size)
+    elif format == "dcn_det":
+        source = dcn_det_file.from_loaded(path, obj) if obj is not None \
             else dcn_det_file.read_dcn_det(path, read_checkpoint)
-    obj = load_torch_file(path) if obj is None else obj
-    state, _ = unwrap_state_dict(obj, path)
-    meta = obj.get("meta") if isinstance(obj, dict) else None
-    return from_detector_state(path, state, meta)
+    else:
+        obj = load_torch_file(path) if obj is None else obj
+        state, _ = unwrap_state_dict(obj, path)
+        source = from_detector_state(path, state, obj.get("meta") if isinstance(obj, dict)
+                                     else None)
+    if not any(k.startswith(("rpn.", "roi_heads.")) for k in source.tensors):
+        # A backbone alone fills most of a detector's tensors; it must not pass as one.
+        raise _refuse(path, f"read as {format!r} without any RPN or box-head tensor (a "
+                            f"backbone?)")
+    return source
 
 
 def _num_classes(model: nn.Module) -> Optional[int]:
@@ -143,9 +150,9 @@ def _match(state: Dict[str, torch.Tensor], source: SourceWeights, model_k: Optio
         if tuple(target.shape) != tuple(value.shape) and key.startswith(_RPN_CLS):
             converted = _objectness(value, target.shape[0])
             if converted is not None and converted.shape == target.shape:
-                report.notes.append(f"{key}: RPN objectness converted from "
-                                    f"{'softmax' if value.shape[0] > target.shape[0] else 'sigmoid'}"
-                                    f" to the model's form")
+                form = "softmax" if value.shape[0] > target.shape[0] else "sigmoid"
+                report.notes.append(f"{key}: RPN objectness converted from {form} to the "
+                                    f"model's form")
                 value = converted
         if tuple(target.shape) == tuple(value.shape):
             to_load[key] = value.to(target.dtype) if value.is_floating_point() else value
