@@ -83,6 +83,8 @@ def train(cfg: Config, resume: str = "auto", final_eval: bool = True) -> Dict[st
         CheckpointError: the checkpoint to resume from is damaged or belongs to another model
             config (or, with ``"auto"``, every checkpoint in the folder is damaged).
         WriteError: a checkpoint or the config could not be written (e.g. disk full).
+        WeightsError: ``model.weights`` (read for a run that does not resume) cannot be
+            read, does not fit the model or fills under ``model.weights_min_fill``.
         NonFiniteLossError: a loss became NaN or infinite (on any rank).
         StopRequested: SIGTERM/SIGINT, after the checkpoint of the last finished iteration.
     """
