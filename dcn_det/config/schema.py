@@ -137,6 +137,9 @@ class ModelConfig(_Section):
     backbone: BackboneConfig = field(default_factory=BackboneConfig)  # ResNet trunk
     rpn: RPNConfig = field(default_factory=RPNConfig)  # region proposal network
     head: HeadConfig = field(default_factory=RFCNHeadConfig)  # second-stage box head (by type)
+    weights: str = ""  # a whole trained detector to fine-tune from (dcn_det checkpoint or inference file, mmdet C4 .pth, official MXNet .params), loaded after backbone.pretrained when a run starts (never on resume); "" = none
+    weights_format: Literal["auto", "dcn_det", "mmdet", "mxnet"] = "auto"  # auto: from the file (README "Pretrained weights")
+    weights_min_fill: Fraction = 0.5  # loading fails when under this fraction of the detector's tensors was filled
 
     @property
     def arch(self) -> str:

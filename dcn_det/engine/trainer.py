@@ -17,7 +17,7 @@ from dcn_det.config import Config, dump
 from dcn_det.data.build import build_train_loader
 from dcn_det import distributed as du
 from dcn_det.io.atomic import write_text
-from dcn_det.io.checkpoint import Checkpointer
+from dcn_det.io.checkpoint import Checkpointer, load_file
 from dcn_det.engine.logging import MetricLogger
 from dcn_det.engine.optim import build_lr_scheduler, build_optimizer
 from dcn_det.engine.resume import load_resume_state, resume_from
@@ -26,6 +26,7 @@ from dcn_det.engine.train_loop import SignalFlag, StopRequested, run_step
 from dcn_det.evaluation.evaluate import evaluate, write_metrics
 from dcn_det.log import setup_logging
 from dcn_det.modeling import build_model
+from dcn_det.weights import load_detector_weights
 
 logger = logging.getLogger("dcn_det")
 
@@ -82,6 +83,8 @@ def train(cfg: Config, resume: str = "auto", final_eval: bool = True) -> Dict[st
         CheckpointError: the checkpoint to resume from is damaged or belongs to another model
             config (or, with ``"auto"``, every checkpoint in the folder is damaged).
         WriteError: a checkpoint or the config could not be written (e.g. disk full).
+        WeightsError: ``model.weights`` (read for a run that does not resume) cannot be
+            read, does not fit the model or fills under ``model.weights_min_fill``.
         NonFiniteLossError: a loss became NaN or infinite (on any rank).
         StopRequested: SIGTERM/SIGINT, after the checkpoint of the last finished iteration.
     """
@@ -100,8 +103,17 @@ def train(cfg: Config, resume: str = "auto", final_eval: bool = True) -> Dict[st
     scheduler = build_lr_scheduler(optimizer, cfg.solver)
     scaler = torch.amp.GradScaler("cuda") if cfg.solver.amp and device.type == "cuda" else None
     checkpointer = Checkpointer(out, cfg.solver.keep_last)
-    start_iter = resume_from(load_resume_state(checkpointer, resume, cfg), model, optimizer,
-                             scheduler, scaler)
+    state = load_resume_state(checkpointer, resume, cfg)
+    if state is None and cfg.model.weights:
+        # Detector weights only initialise a fresh run; a resumed run continues its checkpoint.
+        load_detector_weights(model, cfg.model.weights, format=cfg.model.weights_format,
+                              min_fill=cfg.model.weights_min_fill,
+                              pixel_mean=cfg.model.pixel_mean, pixel_std=cfg.model.pixel_std,
+                              read_checkpoint=load_file)
+    elif cfg.model.weights:
+        logger.info("model.weights %s not loaded: resuming from %s", cfg.model.weights,
+                    state["_path"])
+    start_iter = resume_from(state, model, optimizer, scheduler, scaler)
     if rank == 0:
         checkpointer.remove_stale_temporaries()
         write_text(os.path.join(out, "config.yaml"), dump(cfg), root=out, what="config")

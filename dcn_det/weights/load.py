@@ -22,7 +22,7 @@ from dcn_det.weights.source import FORMATS, SourceWeights, WeightsError
 from dcn_det.weights.torch_file import is_mmdet_state, read_state_dict
 
 
-def _sniff(path: str) -> str:
+def sniff_kind(path: str) -> str:
     """``"mxnet"``, ``"detectron2"`` or ``"torch"`` from the first bytes and the extension."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained weights file {path!r} does not exist")
@@ -35,7 +35,7 @@ def _sniff(path: str) -> str:
 
 def detect_format(path: str) -> str:
     """The format of ``path`` (see the module docstring); a torch file is read to tell."""
-    kind = _sniff(path)
+    kind = sniff_kind(path)
     if kind != "torch":
         return kind
     return "mmdet" if is_mmdet_state(read_state_dict(path)[0]) else "torchvision"
@@ -54,7 +54,7 @@ def read_weights(path: str, format: str = "auto") -> SourceWeights:
     if format not in ("auto",) + FORMATS:
         raise WeightsError(f"weights format must be 'auto' or one of {list(FORMATS)}, got "
                            f"{format!r} (for {path!r})")
-    fmt = _sniff(path) if format == "auto" else format
+    fmt = sniff_kind(path) if format == "auto" else format
     if fmt == "mxnet":
         return read_mxnet(path)
     if fmt == "detectron2":

@@ -21,7 +21,8 @@ These models take RGB input (the official ``transform`` reverses OpenCV's BGR) m
 flip is needed. The ResNets are MSRA's: ``stride_in_1x1: true``. BatchNorm eps is 1e-5, as
 dcn_det's. The detector heads (``rpn_conv_3x3``, ``rpn_cls_score``, ``rpn_bbox_pred``,
 ``conv_new_1``, ``rfcn_cls``, ``rfcn_bbox``, ``rfcn_*_offset_t``, ``fc_new_*``, ``cls_score``,
-``bbox_pred``, ``offset_t``) are reported as not mapped: only backbones are loaded.
+``bbox_pred``, ``offset``) are reported as not mapped here: backbones only (a whole detector is
+read by ``mxnet_detector.py`` for ``model.weights``).
 """
 import re
 
@@ -44,7 +45,8 @@ _NORM = re.compile(r"^bn([2-5][a-z]\d*)_branch(1|2a|2b|2c)_(gamma|beta|moving_me
 _IGNORED = re.compile(r"^fc1000_")
 
 
-def _our_name(name: str):
+def our_backbone_name(name: str):
+    """Our backbone name of an official name (``arg:``/``aux:`` stripped), else None."""
     if name in _STEM:
         return _STEM[name]
     for pattern in (_CONV, _OFFSET, _NORM):
@@ -69,7 +71,7 @@ def read_mxnet(path: str) -> SourceWeights:
                            pixel_mean=OFFICIAL_MEAN_RGB, pixel_std=OFFICIAL_STD)
     for key, array in read_params(path).items():
         name = key.split(":", 1)[1] if key.startswith(("arg:", "aux:")) else key
-        ours = _our_name(name)
+        ours = our_backbone_name(name)
         if ours is not None:
             source.add(ours, torch.from_numpy(array), key)
         elif _IGNORED.match(name):

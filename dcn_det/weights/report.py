@@ -44,6 +44,11 @@ class LoadReport:
         flipped_bgr: the file's stem took BGR input and was converted to RGB.
         pixel_mean, pixel_std: the RGB normalisation (0-255 scale) the weights were trained
             with, when the format fixes it, else None.
+        reinitialised: whole-detector loads only: the model's class-specific tensors that
+            keep their fresh initialisation because the file has another class count.
+        file_num_classes: whole-detector loads only: the file's K, when it says.
+        notes: whole-detector loads only: how the format's layers were mapped, what has no
+            counterpart.
     """
 
     path: str
@@ -60,6 +65,9 @@ class LoadReport:
     flipped_bgr: bool = False
     pixel_mean: Optional[tuple] = None
     pixel_std: Optional[tuple] = None
+    reinitialised: List[str] = field(default_factory=list)
+    file_num_classes: Optional[int] = None
+    notes: List[str] = field(default_factory=list)
 
     @property
     def fill_fraction(self) -> float:
@@ -72,18 +80,20 @@ def is_fillable(key: str) -> bool:
     return ".conv_offset." not in key and not key.endswith("num_batches_tracked")
 
 
-def _sample(keys: Sequence[str], n: int = 8) -> str:
+def sample_keys(keys: Sequence[str], n: int = 8) -> str:
     keys = list(keys)
     more = f", ... ({len(keys) - n} more)" if len(keys) > n else ""
     return ", ".join(keys[:n]) + more if keys else "none"
 
 
 def check_fill(path: str, fmt: str, filled: int, fillable: int, min_fill: float,
-               missing: Iterable[str], file_keys: Iterable[str], what: str) -> None:
+               missing: Iterable[str], file_keys: Iterable[str], what: str,
+               setting: str = "model.backbone.pretrained_min_fill") -> None:
     """Raises FillError when ``filled / fillable < min_fill``.
 
     Args:
         what: what the fraction is of, for the message (e.g. "the model's backbone tensors").
+        setting: the config key of ``min_fill``, for the message.
         missing: the unfilled keys (a few are named).
         file_keys: the file's keys (a few are named, to show what the file looks like).
     """
@@ -93,8 +103,8 @@ def check_fill(path: str, fmt: str, filled: int, fillable: int, min_fill: float,
     raise FillError(
         f"pretrained weights {path!r} read as {fmt!r} filled {filled} of {fillable} of "
         f"{what} ({100 * fraction:.1f}%), under the minimum {100 * min_fill:.0f}% "
-        f"(model.backbone.pretrained_min_fill): the file is of another format, network or "
-        f"depth. Unfilled: {_sample(list(missing))}. File keys: {_sample(list(file_keys))}")
+        f"({setting}): the file is of another format, network or "
+        f"depth. Unfilled: {sample_keys(list(missing))}. File keys: {sample_keys(list(file_keys))}")
 
 
 def log_report(report: LoadReport, model_stride_in_1x1, file_stride_in_1x1) -> None:
@@ -117,7 +127,12 @@ def log_report(report: LoadReport, model_stride_in_1x1, file_stride_in_1x1) -> N
                        "; ".join(report.offset_mismatch))
     if report.not_mapped:
         logger.info("pretrained weights %s: %d tensors outside the backbone are not loaded: %s",
-                    report.path, len(report.not_mapped), _sample(report.not_mapped))
+                    report.path, len(report.not_mapped), sample_keys(report.not_mapped))
+    warn_stride_layout(report, model_stride_in_1x1, file_stride_in_1x1)
+
+
+def warn_stride_layout(report: LoadReport, model_stride_in_1x1, file_stride_in_1x1) -> None:
+    """Warns when the model's Bottleneck layout differs from the file's (both known)."""
     if file_stride_in_1x1 is not None and model_stride_in_1x1 is not None \
             and bool(model_stride_in_1x1) != bool(file_stride_in_1x1):
         file_layout = ("MSRA/Caffe (stride on the 1x1 conv)" if file_stride_in_1x1

@@ -5,6 +5,9 @@ from typing import Dict, List, Optional
 import torch
 
 FORMATS = ("torchvision", "detectron2", "mmdet", "mxnet")
+# Formats of whole detectors (``model.weights``): dcn_det's own checkpoints and inference files
+# (and tools/convert_weights.py --detector output), mmdetection detectors, official MXNet models.
+DETECTOR_FORMATS = ("dcn_det", "mmdet", "mxnet")
 
 
 class WeightsError(ValueError):
@@ -36,6 +39,9 @@ class SourceWeights:
             stride on the 1x1 conv; False: torchvision, on the 3x3), None when unknown.
         pixel_mean, pixel_std: the RGB normalisation (0-255 scale) the weights were trained
             with, when the format fixes it; ``model.pixel_mean/std`` should equal them.
+        num_classes: a detector file's object classes K (background excluded), when it says;
+            None for backbones.
+        notes: sentences for the user about what was mapped how (detector files).
     """
 
     path: str
@@ -47,6 +53,8 @@ class SourceWeights:
     stride_in_1x1: Optional[bool] = None
     pixel_mean: Optional[tuple] = None
     pixel_std: Optional[tuple] = None
+    num_classes: Optional[int] = None
+    notes: List[str] = field(default_factory=list)
 
     def add(self, name: str, value: torch.Tensor, file_key: str) -> None:
         """Stores ``value`` as our ``name``; two file keys mapping onto one name is an error."""

@@ -70,3 +70,34 @@ def test_wrong_format_or_depth_exits_2(tmp_path, capsys):
     assert not (tmp_path / "o2.pth").exists()
     with pytest.raises(SystemExit):
         tool.main(["--input", "x", "--output", "y", "--format", "caffe"])
+
+
+def test_converts_a_whole_mxnet_detector_for_model_weights(tmp_path, capsys):
+    from dcn_det.weights import detect_detector_format, load_detector_weights
+    from tests.weights.detectors import FASTER_COCO, detector
+    tool = _tool()
+    _, model = detector(*FASTER_COCO)
+    ref = W.detector_reference(model, seed=6)
+    W.write_params(tmp_path / "rcnn_dcn_coco-0000.params", W.mxnet_rcnn_dcn(ref))
+    assert tool.main(["--detector", "--input", str(tmp_path / "rcnn_dcn_coco-0000.params"),
+                      "--output", str(tmp_path / "det.pth")]) == 0
+    out = capsys.readouterr().out
+    assert "as mxnet" in out and "80 classes" in out and "background box slot" in out
+    saved = torch.load(tmp_path / "det.pth", weights_only=True)
+    assert sorted(saved["model"]) == sorted(ref)
+    assert saved["dcn_det_weights"]["num_classes"] == 80
+    assert detect_detector_format(str(tmp_path / "det.pth")) == "dcn_det"
+    _, target = detector(*FASTER_COCO, seed=2)
+    report = load_detector_weights(target, str(tmp_path / "det.pth"))
+    assert report.filled == report.fillable and report.file_num_classes == 80
+    assert report.pixel_mean == (123.15, 115.90, 103.06)
+    for key, value in target.state_dict().items():
+        torch.testing.assert_close(value, ref[key], rtol=0, atol=0, msg=key)
+    with pytest.raises(SystemExit):
+        tool.main(["--detector", "--input", "x", "--output", "y", "--format", "torchvision"])
+    with pytest.raises(SystemExit):
+        tool.main(["--input", "x", "--output", "y", "--format", "dcn_det"])
+    code = tool.run_main(lambda: tool.main(["--detector", "--input", str(tmp_path / "det.pth"),
+                                            "--output", str(tmp_path / "o.pth"), "--format",
+                                            "mxnet"]))
+    assert code == 2 and "det.pth" in capsys.readouterr().err

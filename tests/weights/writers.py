@@ -220,3 +220,149 @@ def params_bytes(arrays: Dict[str, np.ndarray], version: str = "v2") -> bytes:
 def write_params(path, arrays: Dict[str, np.ndarray], version: str = "v2") -> None:
     with open(path, "wb") as f:
         f.write(params_bytes(arrays, version))
+
+
+# ------------------------------------------------------------------ whole detectors
+
+HEAD = "roi_heads.box_head."
+OFFICIAL_STDS = (0.1, 0.1, 0.2, 0.2)
+
+
+def detector_reference(model, seed: int = 0) -> Dict[str, torch.Tensor]:
+    """``reference`` of a whole detector (our names, ``backbone.`` included)."""
+    return reference(model, seed)
+
+
+def bg_first(t: torch.Tensor, block: int) -> torch.Tensor:
+    """Our background-last class blocks in the official order (background block first)."""
+    return torch.cat((t[-block:], t[:-block]))
+
+
+def _backbone_params(ref) -> Dict[str, np.ndarray]:
+    backbone = {k[len("backbone."):]: v for k, v in ref.items() if k.startswith("backbone.")}
+    return mxnet_params(backbone, with_head=False)
+
+
+def _rpn_params(ref) -> Dict[str, np.ndarray]:
+    out = {}
+    for official, ours in (("rpn_conv_3x3", "rpn.head.conv"),
+                           ("rpn_cls_score", "rpn.head.cls_logits"),
+                           ("rpn_bbox_pred", "rpn.head.bbox_pred")):
+        for f in ("weight", "bias"):
+            out[f"arg:{official}_{f}"] = ref[f"{ours}.{f}"].numpy()
+    return out
+
+
+def mxnet_rfcn_dcn(ref, group_size: int = 7, test_copies: bool = True,
+                   only_test_copies: bool = False) -> Dict[str, np.ndarray]:
+    """The official ``resnet_v1_101_rfcn_dcn`` parameters of detector reference ``ref``.
+
+    Every name of the symbol: the ResNet-101 with deformable res5 (``_backbone_params``),
+    ``rpn_conv_3x3``, ``rpn_cls_score`` (2A, background maps first, as ours),
+    ``rpn_bbox_pred``, ``conv_new_1``, ``rfcn_cls`` / ``rfcn_bbox`` / ``rfcn_cls_offset_t``
+    with the background class (box slot) FIRST, ``rfcn_bbox_offset_t``, and the
+    ``rfcn_bbox_{weight,bias}_test`` copies the official checkpoint callback adds (the box maps
+    times the stds, ``np.repeat(np.tile(stds, slots), G*G)``).
+    """
+    gg = group_size * group_size
+    out = dict(_backbone_params(ref), **_rpn_params(ref))
+    for official, ours, block in (("conv_new_1", "conv_new", None), ("rfcn_cls", "rfcn_cls", gg),
+                                  ("rfcn_bbox", "rfcn_bbox", 4 * gg),
+                                  ("rfcn_cls_offset_t", "cls_offset", 2 * gg),
+                                  ("rfcn_bbox_offset_t", "bbox_offset", None)):
+        for f in ("weight", "bias"):
+            t = ref[f"{HEAD}{ours}.{f}"]
+            out[f"arg:{official}_{f}"] = (bg_first(t, block) if block else t).numpy()
+    slots = out["arg:rfcn_bbox_bias"].shape[0] // (4 * gg)
+    stds = np.repeat(np.tile(np.array(OFFICIAL_STDS, np.float32), slots), gg)
+    if test_copies or only_test_copies:
+        out["arg:rfcn_bbox_weight_test"] = out["arg:rfcn_bbox_weight"] * stds[:, None, None, None]
+        out["arg:rfcn_bbox_bias_test"] = out["arg:rfcn_bbox_bias"] * stds
+    if only_test_copies:
+        del out["arg:rfcn_bbox_weight"], out["arg:rfcn_bbox_bias"]
+    return out
+
+
+def mxnet_rcnn_dcn(ref, only_test_copies: bool = False) -> Dict[str, np.ndarray]:
+    """The official ``resnet_v1_101_rcnn_dcn`` (deformable RoI pooling) parameters of ``ref``.
+
+    ``conv_new_1``, ``offset`` (the offset fc), ``fc_new_1``, ``fc_new_2``, ``cls_score``
+    (background row first) and ``bbox_pred`` with the official background box slot first (4
+    untrained rows, random here) before ours (one slot class-agnostic, else one per class).
+    """
+    g = torch.Generator().manual_seed(11)
+    out = dict(_backbone_params(ref), **_rpn_params(ref))
+    for official, ours in (("conv_new_1", "conv_new"), ("offset", "offset_fc"),
+                           ("fc_new_1", "fc1"), ("fc_new_2", "fc2")):
+        for f in ("weight", "bias"):
+            out[f"arg:{official}_{f}"] = ref[f"{HEAD}{ours}.{f}"].numpy()
+    for f in ("weight", "bias"):
+        out[f"arg:cls_score_{f}"] = bg_first(ref[f"{HEAD}cls_score.{f}"], 1).numpy()
+        box = ref[f"{HEAD}bbox_pred.{f}"]
+        bg_slot = torch.randn((4,) + tuple(box.shape[1:]), generator=g)
+        out[f"arg:bbox_pred_{f}"] = torch.cat((bg_slot, box)).numpy()
+    if only_test_copies:
+        rows = out["arg:bbox_pred_bias"].shape[0]
+        stds = np.tile(np.array(OFFICIAL_STDS, np.float32), rows // 4)
+        out["arg:bbox_pred_weight_test"] = out.pop("arg:bbox_pred_weight") * stds[:, None]
+        out["arg:bbox_pred_bias_test"] = out.pop("arg:bbox_pred_bias") * stds
+    return out
+
+
+MMDET_CAFFE_C4_CONFIG = """model = dict(
+    type='FasterRCNN',
+    data_preprocessor=dict(
+        type='DetDataPreprocessor',
+        mean=[103.530, 116.280, 123.675],
+        std=[1.0, 1.0, 1.0],
+        bgr_to_rgb=False,
+        pad_size_divisor=32),
+    backbone=dict(type='ResNet', depth=50, num_stages=3, strides=(1, 2, 2),
+                  out_indices=(2, ), frozen_stages=1, norm_eval=True, style='caffe'),
+    rpn_head=dict(type='RPNHead', in_channels=1024, feat_channels=1024,
+                  loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0)),
+    roi_head=dict(type='StandardRoIHead',
+                  shared_head=dict(type='ResLayer', depth=50, stage=3, stride=2, style='caffe'),
+                  bbox_head=dict(type='BBoxHead', with_avg_pool=True, num_classes=80,
+                                 bbox_coder=dict(target_stds=[0.1, 0.1, 0.2, 0.2]),
+                                 reg_class_agnostic=False)))
+"""
+
+
+def mmdet_c4_checkpoint(ref, num_classes: int = 80, config_text: str = MMDET_CAFFE_C4_CONFIG,
+                        softmax_rpn: bool = False) -> dict:
+    """An mmdetection ``faster-rcnn_r50-caffe-c4`` checkpoint of detector reference ``ref``.
+
+    ``backbone.*`` up to ``layer3`` (BGR stem as caffe-style models are trained, BN with step
+    counters), ``roi_head.shared_head.layer4.*`` (res5), ``rpn_head.rpn_conv/rpn_cls/rpn_reg``
+    with a sigmoid objectness (the foreground-minus-background of ``ref``'s softmax pair, which
+    scores the same), ``roi_head.bbox_head.fc_cls`` (K+1) / ``fc_reg`` (4K) on the pooled
+    res5, and mmdetection 3's ``meta`` (the config text, ``dataset_meta.classes``).
+    """
+    state = {}
+    for k, v in ref.items():
+        if k.startswith("backbone.layer4."):
+            state["roi_head.shared_head." + k[len("backbone."):]] = v.clone()
+        elif k.startswith("backbone."):
+            state[k] = v.flip(1).clone() if k == "backbone.conv1.weight" else v.clone()
+            if k.endswith("running_var"):
+                state[k[:-len("running_var")] + "num_batches_tracked"] = torch.tensor(5)
+    a = ref["rpn.head.cls_logits.bias"].shape[0] // 2
+    for f in ("weight", "bias"):
+        state[f"rpn_head.rpn_conv.{f}"] = ref[f"rpn.head.conv.{f}"].clone()
+        pair = ref[f"rpn.head.cls_logits.{f}"]
+        if softmax_rpn:  # mmdetection's interleaved (fg, bg) per anchor
+            state[f"rpn_head.rpn_cls.{f}"] = pair.clone()
+        else:
+            state[f"rpn_head.rpn_cls.{f}"] = pair[a:] - pair[:a]
+        state[f"rpn_head.rpn_reg.{f}"] = ref[f"rpn.head.bbox_pred.{f}"].clone()
+    res5 = ref["backbone.layer4.0.conv3.weight"].shape[0]
+    state["roi_head.bbox_head.fc_cls.weight"] = torch.randn(num_classes + 1, res5)
+    state["roi_head.bbox_head.fc_cls.bias"] = torch.randn(num_classes + 1)
+    state["roi_head.bbox_head.fc_reg.weight"] = torch.randn(4 * num_classes, res5)
+    state["roi_head.bbox_head.fc_reg.bias"] = torch.randn(4 * num_classes)
+    meta = {"mmdet_version": "3.3.0", "epoch": 12,
+            "dataset_meta": {"classes": [f"c{i}" for i in range(num_classes)]}}
+    if config_text is not None:
+        meta["cfg"] = config_text
+    return {"meta": meta, "state_dict": state}
