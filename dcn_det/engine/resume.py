@@ -27,11 +27,20 @@ def _flatten(tree: Any, prefix: str) -> Iterator[Tuple[str, Any]]:
         yield prefix, tree
 
 
+# Keys that only say where the initial weights came from: a resumed run reads none of them
+# (the checkpoint's weights win), so a moved or renamed file must not block resuming.
+INIT_ONLY_KEYS = frozenset({
+    "model.weights", "model.weights_format", "model.weights_min_fill",
+    "model.backbone.pretrained", "model.backbone.pretrained_format",
+    "model.backbone.pretrained_min_fill",
+})
+
+
 def model_config_differences(stored: Config, current: Config) -> List[str]:
     """``"model.backbone.depth: 50 in the checkpoint, 18 here"`` for every ``model`` key whose
-    value differs (keys sorted)."""
-    a = dict(_flatten(stored.to_dict()["model"], "model"))
-    b = dict(_flatten(current.to_dict()["model"], "model"))
+    value differs (keys sorted), apart from the weight-initialisation keys (``INIT_ONLY_KEYS``)."""
+    a = {k: v for k, v in _flatten(stored.to_dict()["model"], "model") if k not in INIT_ONLY_KEYS}
+    b = {k: v for k, v in _flatten(current.to_dict()["model"], "model") if k not in INIT_ONLY_KEYS}
     missing = object()
     out = []
     for key in sorted(set(a) | set(b)):

@@ -455,3 +455,17 @@ def test_train_skips_a_flipped_final_cleans_temporaries_and_refuses_wrong_files(
         assert proc.returncode == 2 and len(err.splitlines()) == 1, err
         assert err.startswith("error: cannot resume from") and all(n in err for n in names), err
     assert load_file(final)["iteration"] == 10
+
+
+def test_resume_ignores_where_the_initial_weights_came_from(tmp_path, cfg):
+    # The files named by model.weights / backbone.pretrained are read only by a fresh run, so a
+    # moved file must not block resuming; a real model change still does.
+    stored = override_config(cfg, ["model.weights='/old/place/detector.pth'",
+                                   "model.backbone.pretrained='/old/place/r101.pkl'"])
+    ck = Checkpointer(str(tmp_path / "moved"), keep_last=0)
+    path = ck.save("model_0000009.pth", _training_state(stored, 10))
+    moved = override_config(cfg, ["model.weights='/new/place/detector.pth'",
+                                  "model.backbone.pretrained=''"])
+    load_resume_state(ck, path, moved)
+    with pytest.raises(CheckpointError, match="model.num_classes"):
+        load_resume_state(ck, path, override_config(moved, ["model.num_classes=5"]))
