@@ -1,0 +1,135 @@
+"""What a training run lets its user see: TensorBoard evaluation tags and images, one
+metrics.json line per evaluation (also across a resume), and crash tracebacks in log.txt."""
+import glob
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from dcn_det.config import load_config
+from dcn_det.data.build import build_dataset
+from dcn_det.engine.eval_logging import EvalImages
+from dcn_det.engine.trainer import train
+from dcn_det.evaluation.metrics_file import read_lines
+from dcn_det.io.checkpoint import load_file
+from dcn_det.modeling import build_model
+
+CLASSES = ["disc", "square"]  # the tiny config's 2 synthetic classes
+
+
+def _events(out):
+    files = glob.glob(os.path.join(out, "tensorboard", "events.out.tfevents.*"))
+    assert files, f"no event file under {out}/tensorboard"
+    acc = EventAccumulator(os.path.join(out, "tensorboard"),
+                           size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A 4-iteration tiny run evaluated at iterations 2 and 4, two images drawn at each."""
+    out = str(tmp_path_factory.mktemp("observe") / "run")
+    cfg = load_config(os.path.join(os.path.dirname(__file__), "tiny.yaml"), [
+        f"runtime.output_dir={out}", "solver.max_iter=4", "solver.warmup_iters=2",
+        "solver.steps=[3]", "solver.checkpoint_period=2", "test.eval_period=2",
+        "test.vis_images=2", "test.vis_score_thresh=0.0", "runtime.log_period=2"])
+    metrics = train(cfg, resume="none")
+    return cfg, out, metrics
+
+
+def test_tensorboard_has_every_evaluation_at_its_iteration(run):
+    cfg, out, metrics = run
+    acc = _events(out)
+    tags = set(acc.Tags()["scalars"])
+    lines = read_lines(os.path.join(out, "metrics.json"))
+    assert [line["iteration"] for line in lines] == [2, 4]
+    for key in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
+        events = acc.Scalars(f"eval/{key}") if f"eval/{key}" in tags else []
+        # NaN metrics (no objects of that size) are left out of TensorBoard, never written 0
+        want = [(line["iteration"], line[f"bbox/{key}"]) for line in lines
+                if not np.isnan(line[f"bbox/{key}"])]
+        assert [(e.step, pytest.approx(e.value, abs=1e-4)) for e in events] == want, key
+    assert {"eval/AP", "eval/AP50", "eval/AP75"} <= tags
+    for name in CLASSES:
+        events = acc.Scalars(f"eval_per_class/{name}")
+        assert [e.step for e in events] == [2, 4]
+        assert events[-1].value == pytest.approx(metrics["bbox_per_class"][name], abs=1e-4)
+    # the final evaluation is the returned one
+    assert lines[-1]["bbox/AP50"] == pytest.approx(metrics["bbox"]["AP50"])
+    assert {"train/total_loss", "train/lr"} <= tags
+
+
+def test_tensorboard_images_are_the_drawn_detections_and_ground_truth(run):
+    cfg, out, _ = run
+    acc = _events(out)
+    dataset = build_dataset(cfg.data.test, cfg.data, is_train=False)
+    ids = [dataset[i][1]["image_id"] for i in range(2)]
+    assert sorted(acc.Tags()["images"]) == sorted(f"eval_images/{i}" for i in ids)
+    # The step-4 images are exactly what the final weights draw (PNG is lossless).
+    model = build_model(cfg.model)
+    model.load_state_dict(load_file(os.path.join(out, "checkpoints", "model_final.pth"))["model"])
+    drawn = dict(EvalImages(dataset, 2, CLASSES, 0.0).draw(model, torch.device("cpu")))
+    for image_id in ids:
+        events = acc.Images(f"eval_images/{image_id}")
+        assert [e.step for e in events] == [2, 4]
+        decoded = [cv2.cvtColor(cv2.imdecode(np.frombuffer(e.encoded_image_string, np.uint8),
+                                             cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+                   for e in events]
+        assert decoded[-1].shape == (96, 128, 3)  # the resized test image
+        assert np.array_equal(decoded[-1], drawn[f"eval_images/{image_id}"])
+        # white ground-truth boxes are in it
+        assert (decoded[-1] == 255).all(axis=2).sum() > 20
+
+
+def test_metrics_lines_survive_a_resume_without_duplicates(run, tmp_path):
+    cfg, out, metrics = run
+    before = read_lines(os.path.join(out, "metrics.json"))
+    # Finished: a rerun only returns the final line and writes nothing.
+    again = train(cfg, resume="auto")
+    assert json.dumps(again, sort_keys=True) == json.dumps(metrics, sort_keys=True)  # NaN too
+    assert read_lines(os.path.join(out, "metrics.json")) == before
+    # Resuming from iteration 2 drops the line of iteration 4 and writes it again, once.
+    ckpt = os.path.join(out, "checkpoints", "model_0000001.pth")
+    assert load_file(ckpt)["iteration"] == 2
+    train(cfg, resume=ckpt)
+    after = read_lines(os.path.join(out, "metrics.json"))
+    assert [line["iteration"] for line in after] == [2, 4]
+    # The evaluation at 2 ran after the checkpoint of 2 but does not disturb the random
+    # stream (trainer: fork_rng), so the resumed run recomputes the same final line.
+    assert json.dumps(after) == json.dumps(before)
+
+
+def test_vis_images_zero_writes_no_images(tiny_config, tmp_path):
+    out = str(tmp_path / "run")
+    cfg = load_config(tiny_config, [f"runtime.output_dir={out}", "solver.max_iter=1",
+                                    "solver.warmup_iters=1", "solver.steps=[1]",
+                                    "solver.checkpoint_period=0", "test.vis_images=0"])
+    train(cfg, resume="none")
+    acc = _events(out)
+    assert acc.Tags()["images"] == [] and "eval/AP" in acc.Tags()["scalars"]
+    assert [line["iteration"] for line in read_lines(os.path.join(out, "metrics.json"))] == [1]
+
+
+def test_a_crash_leaves_its_traceback_in_log_txt(tiny_config, tmp_path, monkeypatch, capsys):
+    out = str(tmp_path / "run")
+    cfg = load_config(tiny_config, [f"runtime.output_dir={out}", "solver.max_iter=3",
+                                    "solver.warmup_iters=1", "solver.steps=[2]",
+                                    "solver.checkpoint_period=0"])
+    from dcn_det.modeling.heads.roi_heads import RoIHeads
+
+    def broken_losses(self, *args, **kwargs):
+        raise ZeroDivisionError("planted failure in the head losses")
+
+    monkeypatch.setattr(RoIHeads, "losses", broken_losses)
+    with pytest.raises(ZeroDivisionError, match="planted failure"):
+        train(cfg, resume="none")
+    log = open(os.path.join(out, "log.txt"), encoding="utf-8").read()
+    assert "training stopped by ZeroDivisionError: planted failure in the head losses" in log
+    assert "Traceback (most recent call last)" in log and "in broken_losses" in log
+    # The traceback went to the file only, not to the console.
+    assert "Traceback" not in capsys.readouterr().out
