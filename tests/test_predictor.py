@@ -1,4 +1,5 @@
 """Predictor (resize, rescale back, inputs), drawing, PNG output and tools/infer.py."""
+import json
 import os
 import struct
 import subprocess
@@ -214,7 +215,11 @@ def test_export_and_infer_tools_write_pngs(tmp_path, real):
     r = _run("infer.py", "--model", model_file, "--input", str(images), "--output-dir", str(out),
              "--score-thresh", "0.0")
     assert r.returncode == 0, r.stderr
-    assert sorted(os.listdir(out)) == ["a.png", "a_png.png", "b.png"]
+    assert sorted(os.listdir(out)) == ["a.png", "a_png.png", "b.png", "detections.json"]
+    records = json.loads((out / "detections.json").read_text())
+    assert {r["file_name"] for r in records} == {"a.jpg", "b.png", "a.png"}
+    assert {"image_id", "file_name", "category_id", "category_name", "bbox", "score"} == \
+        set(records[0])
     for name, src in [("a.png", "a.jpg"), ("a_png.png", "a.png"), ("b.png", "b.png")]:
         drawn, orig = cv2.imread(str(out / name)), cv2.imread(str(images / src))
         assert drawn.shape == orig.shape and str(out / name) in r.stdout
@@ -223,6 +228,19 @@ def test_export_and_infer_tools_write_pngs(tmp_path, real):
     r = _run("infer.py", "--model", str(tmp_path / "missing.pth"), "--input", str(images),
              "--output-dir", str(out))
     assert r.returncode == 2 and "missing.pth" in r.stderr and "Traceback" not in r.stderr
+    # a video: a drawn video and per-frame JSON; a broken one: one line naming it, exit 2
+    from tests.test_inference import read_video, write_video
+    clip = write_video(tmp_path / "clip.mp4", frames=4, size=(80, 64), fps=12.0)
+    r = _run("infer.py", "--model", model_file, "--input", clip, "--output-dir",
+             str(tmp_path / "vid"), "--score-thresh", "0.0")
+    assert r.returncode == 0, r.stderr
+    frames, fps = read_video(tmp_path / "vid" / "clip.mp4")
+    assert len(frames) == 4 and frames[0].shape == (64, 80, 3) and fps == pytest.approx(12.0)
+    assert json.loads((tmp_path / "vid" / "clip.json").read_text())["num_frames"] == 4
+    (tmp_path / "bad.mp4").write_bytes(b"not a video at all")
+    r = _run("infer.py", "--model", model_file, "--input", str(tmp_path / "bad.mp4"),
+             "--output-dir", str(tmp_path / "vid2"))
+    assert r.returncode == 2 and "bad.mp4" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_predictor_names_file_whose_weights_do_not_fit(tmp_path, real):
