@@ -18,7 +18,7 @@ from dcn_det.evaluation.class_map import model_to_dataset_labels
 from dcn_det.evaluation.inference import inference_on_dataset
 from dcn_det.evaluation.metrics_file import append_metrics
 from dcn_det.io.model_file import build_inference_model, read_model_file
-from dcn_det.log import setup_logging
+from dcn_det.log import log_traceback, setup_logging
 
 logger = logging.getLogger("dcn_det")
 
@@ -72,13 +72,22 @@ def evaluate_checkpoint(cfg: Config, path: str) -> Dict[str, Any]:
     the same classes other ids evaluates correctly and one with other classes is an error.
     Writes ``detections.json`` (COCO) to ``cfg.runtime.output_dir``, appends a line
     ``{"iteration": null, "checkpoint": path, ...}`` to its ``metrics.json`` (replacing an
-    earlier line for the same file) and logs the AP table.
+    earlier line for the same file) and logs the AP table. An exception is logged with its
+    traceback to ``test_log.txt`` (only) before it propagates.
     """
     device = du.select_device(cfg.runtime.device)
     du.init_from_env(device)
     out = cfg.runtime.output_dir
     os.makedirs(out, exist_ok=True)
     setup_logging(os.path.join(out, "test_log.txt"), du.get_rank())
+    try:
+        return _evaluate_file(cfg, path, device, out)
+    except Exception as e:
+        log_traceback("evaluation of %s stopped by %s: %s", path, type(e).__name__, e)
+        raise
+
+
+def _evaluate_file(cfg: Config, path: str, device: torch.device, out: str) -> Dict[str, Any]:
     # the architecture comes from the file (trained config), the data/test settings from cfg
     file_cfg, state, class_names = read_model_file(path)
     model = build_inference_model(file_cfg, state, device)
