@@ -130,3 +130,23 @@ def test_unreadable_videos_are_named(predictor, tmp_path):
     with pytest.raises(FileNotFoundError, match="gone.mp4"):
         infer_video(predictor, str(tmp_path / "gone.mp4"), str(tmp_path / "out"))
     assert not os.path.exists(tmp_path / "out" / "broken.mp4")
+
+
+def test_temp_path_for_replaces_atomically_or_leaves_the_old_file(tmp_path):
+    from dcn_det.io.atomic import WriteError, temp_path_for
+    target = tmp_path / "out" / "clip.mp4"
+    with temp_path_for(str(target), root=str(tmp_path)) as tmp:
+        assert tmp.endswith(".mp4") and os.path.dirname(tmp) == str(tmp_path / "out")
+        with open(tmp, "wb") as f:
+            f.write(b"new video")
+        assert not target.exists()  # nothing visible until the block ends
+    assert target.read_bytes() == b"new video" and os.listdir(tmp_path / "out") == ["clip.mp4"]
+    with pytest.raises(RuntimeError, match="encoder broke"):
+        with temp_path_for(str(target)) as tmp:
+            open(tmp, "wb").write(b"half")
+            raise RuntimeError("encoder broke")
+    assert target.read_bytes() == b"new video" and os.listdir(tmp_path / "out") == ["clip.mp4"]
+    with pytest.raises(WriteError, match=r"cannot write video clip.mp4 to .*: disk full"):
+        with temp_path_for(str(target), what="video"):
+            raise OSError(28, "disk full")
+    assert os.listdir(tmp_path / "out") == ["clip.mp4"]

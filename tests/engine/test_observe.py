@@ -154,3 +154,33 @@ def test_user_errors_stay_one_line_but_the_log_files_get_the_traceback(tiny_conf
     assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
     log = open(os.path.join(test_out, "test_log.txt"), encoding="utf-8").read()
     assert "none.pth" in log and "Traceback (most recent call last)" in log
+
+
+def test_eval_scalars_of_coco_and_voc_results():
+    from dcn_det.engine.eval_logging import eval_scalars
+    nan = float("nan")
+    coco = {"bbox": {"AP": 30.0, "AP50": 50.0, "APl": nan},
+            "bbox_per_class": {"disc": 20.0, "ring": nan}}
+    assert eval_scalars(coco) == {"eval/AP": 30.0, "eval/AP50": 50.0,
+                                  "eval_per_class/disc": 20.0}
+    voc = {"voc": {"mAP": 60.0, "mAP_07": 58.0, "classes_without_gt": ["cat"],
+                   "per_class": {"dog": {"AP": 60.0, "AP_07": 58.0},
+                                 "cat": {"AP": nan, "AP_07": nan}}}}
+    assert eval_scalars(voc) == {"eval/mAP": 60.0, "eval/mAP_07": 58.0,
+                                 "eval_per_class/dog": 60.0, "eval_per_class_07/dog": 58.0}
+    assert eval_scalars({}) == {}  # ranks other than 0
+
+
+def test_draw_ground_truth_uses_one_colour_and_names():
+    from dcn_det.visualization import GT_COLOR, class_color, draw_ground_truth
+    image = np.full((60, 80, 3), 100, np.uint8)
+    drawn = draw_ground_truth(image, torch.tensor([[10.0, 20.0, 50.0, 55.0]]),
+                              torch.tensor([1]), CLASSES)
+    assert tuple(drawn[40, 10]) == GT_COLOR and tuple(drawn[40, 50]) == GT_COLOR
+    assert (drawn[35:45, 20:40] == 100).all() and (image == 100).all()
+    assert GT_COLOR not in {class_color(k) for k in range(50)}
+    with pytest.raises(ValueError, match=r"labels must be in 0..1"):
+        draw_ground_truth(image, torch.tensor([[1.0, 1.0, 5.0, 5.0]]), torch.tensor([2]),
+                          CLASSES)
+    with pytest.raises(ValueError, match="same length"):
+        draw_ground_truth(image, torch.zeros(2, 4), torch.tensor([0]), CLASSES)
