@@ -4,9 +4,10 @@ Records logged with ``extra=FILE_ONLY`` go to the log file but not to the consol
 traceback belongs in ``log.txt``, while the console keeps the one line a command-line tool
 prints for a user error (``cli.run_main``).
 """
+import functools
 import logging
 import sys
-from typing import Optional
+from typing import Callable, Optional
 
 logger = logging.getLogger("dcn_det")
 
@@ -44,3 +45,19 @@ def log_traceback(message: str, *args) -> None:
     """Logs ``message`` and the exception being handled, with its traceback, to the log file
     only (call it from an ``except`` block)."""
     logger.error(message, *args, exc_info=True, extra=FILE_ONLY)
+
+
+def logs_traceback(what: str) -> Callable[[Callable], Callable]:
+    """Decorator: an ``Exception`` escaping the function is logged as ``"<what> stopped by
+    <type>: <message>"`` with its traceback (:func:`log_traceback`, the log file only), then
+    re-raised. ``SystemExit`` (a requested stop) and ``KeyboardInterrupt`` pass untouched."""
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def logged(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:
+                log_traceback("%s stopped by %s: %s", what, type(e).__name__, e)
+                raise
+        return logged
+    return wrap

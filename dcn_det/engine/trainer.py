@@ -26,7 +26,7 @@ from dcn_det.engine.train_loop import SignalFlag, StopRequested, run_step
 from dcn_det.evaluation.evaluate import evaluate, write_metrics
 from dcn_det.evaluation.metrics_file import FILE_NAME as METRICS_FILE
 from dcn_det.evaluation.metrics_file import drop_lines_after, read_metrics
-from dcn_det.log import log_traceback, setup_logging
+from dcn_det.log import logs_traceback, setup_logging
 from dcn_det.modeling import build_model
 
 logger = logging.getLogger("dcn_det")
@@ -60,6 +60,7 @@ def _eval_images(cfg: Config, class_names) -> Optional[EvalImages]:
                       cfg.test.vis_score_thresh)
 
 
+@logs_traceback("training")
 def train(cfg: Config, resume: str = "auto", final_eval: bool = True) -> Dict[str, Any]:
     """Trains ``cfg`` in ``cfg.runtime.output_dir``; returns the final metrics.
 
@@ -94,22 +95,10 @@ def train(cfg: Config, resume: str = "auto", final_eval: bool = True) -> Dict[st
     """
     device = du.select_device(cfg.runtime.device)
     du.init_from_env(device)
+    rank, world = du.get_rank(), du.get_world_size()
     out = cfg.runtime.output_dir
     os.makedirs(out, exist_ok=True)
-    setup_logging(os.path.join(out, "log.txt"), du.get_rank())
-    try:
-        return _train(cfg, resume, final_eval, device, out)
-    except StopRequested:
-        raise
-    except Exception as e:
-        log_traceback("training stopped by %s: %s", type(e).__name__, e)
-        raise
-
-
-def _train(cfg: Config, resume: str, final_eval: bool, device: torch.device,
-           out: str) -> Dict[str, Any]:
-    """:func:`train` after the logging is set up."""
-    rank, world = du.get_rank(), du.get_world_size()
+    setup_logging(os.path.join(out, "log.txt"), rank)
     if cfg.runtime.deterministic:
         torch.use_deterministic_algorithms(True)
     seed_all(cfg.runtime.seed + rank)

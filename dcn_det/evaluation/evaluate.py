@@ -18,7 +18,7 @@ from dcn_det.evaluation.class_map import model_to_dataset_labels
 from dcn_det.evaluation.inference import inference_on_dataset
 from dcn_det.evaluation.metrics_file import append_metrics
 from dcn_det.io.model_file import build_inference_model, read_model_file
-from dcn_det.log import log_traceback, setup_logging
+from dcn_det.log import logs_traceback, setup_logging
 
 logger = logging.getLogger("dcn_det")
 
@@ -63,6 +63,7 @@ def write_metrics(metrics: Dict[str, Any], output_dir: str, iteration: Optional[
     return append_metrics(output_dir, metrics, iteration, checkpoint=checkpoint)
 
 
+@logs_traceback("evaluation")
 def evaluate_checkpoint(cfg: Config, path: str) -> Dict[str, Any]:
     """``tools/test.py``: evaluates the model in ``path`` on ``cfg.data.test``.
 
@@ -80,14 +81,6 @@ def evaluate_checkpoint(cfg: Config, path: str) -> Dict[str, Any]:
     out = cfg.runtime.output_dir
     os.makedirs(out, exist_ok=True)
     setup_logging(os.path.join(out, "test_log.txt"), du.get_rank())
-    try:
-        return _evaluate_file(cfg, path, device, out)
-    except Exception as e:
-        log_traceback("evaluation of %s stopped by %s: %s", path, type(e).__name__, e)
-        raise
-
-
-def _evaluate_file(cfg: Config, path: str, device: torch.device, out: str) -> Dict[str, Any]:
     # the architecture comes from the file (trained config), the data/test settings from cfg
     file_cfg, state, class_names = read_model_file(path)
     model = build_inference_model(file_cfg, state, device)

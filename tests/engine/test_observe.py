@@ -184,3 +184,30 @@ def test_draw_ground_truth_uses_one_colour_and_names():
                           CLASSES)
     with pytest.raises(ValueError, match="same length"):
         draw_ground_truth(image, torch.zeros(2, 4), torch.tensor([0]), CLASSES)
+
+
+def test_logs_traceback_logs_errors_file_only_and_lets_stops_pass():
+    import logging
+    from dcn_det.engine.train_loop import StopRequested
+    from dcn_det.log import logs_traceback
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    log = logging.getLogger("dcn_det")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        @logs_traceback("work")
+        def fails(exc):
+            raise exc
+
+        with pytest.raises(KeyError):
+            fails(KeyError("k"))
+        with pytest.raises(StopRequested):
+            fails(StopRequested(143))  # a requested stop is not a crash
+    finally:
+        log.removeHandler(handler)
+    assert [r.getMessage() for r in records] == ["work stopped by KeyError: 'k'"]
+    assert records[0].exc_info is not None and records[0].file_only
+    assert fails.__name__ == "fails"
