@@ -17,8 +17,8 @@ from dcn_det.data.build import build_dataset, build_train_loader
 from dcn_det import distributed as du
 from dcn_det.io.atomic import write_text
 from dcn_det.io.checkpoint import Checkpointer
-from dcn_det.engine.eval_logging import EvalImages, log_eval_metrics
 from dcn_det.engine.logging import MetricLogger
+from dcn_det.engine.eval_logging import EvalImages, log_eval_metrics
 from dcn_det.engine.optim import build_lr_scheduler, build_optimizer
 from dcn_det.engine.resume import load_resume_state, resume_from
 from dcn_det.engine.rng import get_rng_state, seed_all
