@@ -2,6 +2,7 @@
 metrics.json line per evaluation (also across a resume), and crash tracebacks in log.txt."""
 import glob
 import json
+import logging
 import os
 
 import cv2
@@ -38,7 +39,17 @@ def run(tmp_path_factory):
         f"runtime.output_dir={out}", "solver.max_iter=4", "solver.warmup_iters=2",
         "solver.steps=[3]", "solver.checkpoint_period=2", "test.eval_period=2",
         "test.vis_images=2", "test.vis_score_thresh=0.0", "runtime.log_period=2"])
-    metrics = train(cfg, resume="none")
+    # Module-scoped: set up before the autouse logger-restoring fixture of tests/conftest.py,
+    # so the logger state that train() changes is put back here.
+    log = logging.getLogger("dcn_det")
+    state = (list(log.handlers), log.level, log.propagate)
+    try:
+        metrics = train(cfg, resume="none")
+    finally:
+        for h in log.handlers:
+            if h not in state[0]:
+                h.close()
+        log.handlers[:], log.level, log.propagate = state[0], state[1], state[2]
     return cfg, out, metrics
 
 
@@ -187,7 +198,6 @@ def test_draw_ground_truth_uses_one_colour_and_names():
 
 
 def test_logs_traceback_logs_errors_file_only_and_lets_stops_pass():
-    import logging
     from dcn_det.engine.train_loop import StopRequested
     from dcn_det.log import logs_traceback
 
