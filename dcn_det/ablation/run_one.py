@@ -13,7 +13,7 @@ import sys
 from typing import Any, Dict, Optional, Tuple
 
 from dcn_det.ablation.spec import DEFAULT_TEST, RunSpec
-from dcn_det.evaluation.metrics_file import read_metrics
+from dcn_det.evaluation.metrics_file import read_final_training_metrics, read_metrics
 
 FINAL_CHECKPOINT = os.path.join("checkpoints", "model_final.pth")
 
@@ -42,8 +42,7 @@ def final_metrics(spec: RunSpec, test: str) -> Optional[Dict[str, Any]]:
         return None
     if test != DEFAULT_TEST:
         return read_metrics(path)
-    return (read_metrics(path, iteration=_max_iter(spec.config, tuple(spec.overrides)))
-            or read_metrics(path, iteration=None))
+    return read_final_training_metrics(path, _max_iter(spec.config, tuple(spec.overrides)))
 
 
 def is_finished(spec: RunSpec) -> bool:

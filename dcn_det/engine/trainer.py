@@ -25,7 +25,7 @@ from dcn_det.engine.rng import get_rng_state, seed_all
 from dcn_det.engine.train_loop import SignalFlag, StopRequested, run_step
 from dcn_det.evaluation.evaluate import evaluate, write_metrics
 from dcn_det.evaluation.metrics_file import FILE_NAME as METRICS_FILE
-from dcn_det.evaluation.metrics_file import drop_lines_after, read_metrics
+from dcn_det.evaluation.metrics_file import drop_lines_after, read_final_training_metrics
 from dcn_det.log import logs_traceback, setup_logging
 from dcn_det.modeling import build_model
 
@@ -48,7 +48,7 @@ def _finished_run(out: str, start_iter: int, max_iter: int) -> Optional[Dict[str
     logger.info("training already finished (iteration %d of %d); evaluating only",
                 start_iter, max_iter)
     path = os.path.join(out, METRICS_FILE)
-    return read_metrics(path, iteration=max_iter) or read_metrics(path, iteration=None)
+    return read_final_training_metrics(path, max_iter)
 
 
 def _eval_images(cfg: Config, class_names) -> Optional[EvalImages]:

@@ -117,6 +117,15 @@ def read_metrics(path: str, iteration: Any = _NO_ITERATION) -> Optional[Dict[str
     return unflatten_metrics(lines[-1]) if lines else None
 
 
+def read_final_training_metrics(path: str, max_iter: int) -> Optional[Dict[str, Any]]:
+    """The nested metrics of a training's final evaluation: its line at ``max_iter``, or the
+    single document an older dcn_det wrote after training; None when there is neither (a
+    ``tools/test.py`` line, which names its ``checkpoint``, does not count)."""
+    lines = [line for line in read_lines(path) if line.get("iteration") == max_iter
+             or (line.get("iteration") is None and "checkpoint" not in line)]
+    return unflatten_metrics(lines[-1]) if lines else None
+
+
 def _line_key(line: Dict[str, Any]):
     return line.get("iteration"), line.get("checkpoint")
 

@@ -5,7 +5,8 @@ import math
 import pytest
 
 from dcn_det.evaluation.metrics_file import (append_metrics, drop_lines_after, flatten_metrics,
-                                             read_lines, read_metrics, unflatten_metrics)
+                                             read_final_training_metrics, read_lines,
+                                             read_metrics, unflatten_metrics)
 
 COCO = {"bbox": {"AP": 30.0, "AP50": 50.0, "APl": float("nan")},
         "bbox_per_class": {"disc": 20.0, "a/b": 40.0}}
@@ -78,3 +79,15 @@ def test_older_single_document_and_bad_lines(tmp_path):
     path.write_text('{"bbox": 3}')
     with pytest.raises(ValueError, match=r"neither metrics lines nor an older metrics document"):
         read_lines(str(path))
+
+
+def test_final_training_metrics(tmp_path):
+    out, path = str(tmp_path), str(tmp_path / "metrics.json")
+    append_metrics(out, {"bbox": {"AP": 1.0}}, 50)
+    append_metrics(out, {"bbox": {"AP": 9.0}}, None, checkpoint="other.pth")  # tools/test.py
+    assert read_final_training_metrics(path, 100) is None  # periodic and test lines only
+    append_metrics(out, {"bbox": {"AP": 2.0}}, 100)
+    assert read_final_training_metrics(path, 100) == {"bbox": {"AP": 2.0}}
+    (tmp_path / "metrics.json").write_text(json.dumps({"bbox": {"AP": 3.0}}, indent=2))
+    assert read_final_training_metrics(path, 100) == {"bbox": {"AP": 3.0}}  # older document
+    assert read_final_training_metrics(str(tmp_path / "none.json"), 100) is None
