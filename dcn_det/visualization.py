@@ -13,6 +13,7 @@ import torch
 from dcn_det.io.atomic import write_bytes
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
+GT_COLOR = (255, 255, 255)  # ground-truth boxes: white, apart from the saturated class colours
 
 
 def class_color(label: int) -> Tuple[int, int, int]:
@@ -72,34 +73,72 @@ def draw_detections(image_rgb: np.ndarray, boxes, scores, labels,
     if not (len(boxes) == len(scores) == len(labels)):
         raise ValueError(f"boxes, scores and labels must have the same length, got "
                          f"{len(boxes)}, {len(scores)} and {len(labels)}")
+    _check_labels(labels, class_names)
+    out = image_rgb.copy()
+    # Low scores first, so the most confident box and caption end up on top.
+    for i in np.argsort(scores, kind="stable"):
+        if scores[i] < score_thresh:
+            continue
+        name = class_names[labels[i]] if class_names is not None else str(labels[i])
+        _draw_box(out, boxes[i], class_color(labels[i]), f"{name} {scores[i]:.2f}")
+    return out
+
+
+def draw_ground_truth(image_rgb: np.ndarray, boxes, labels,
+                      class_names: Optional[Sequence[str]] = None,
+                      color: Tuple[int, int, int] = GT_COLOR) -> np.ndarray:
+    """Draws ground-truth boxes in one colour (``GT_COLOR``), captioned ``"GT <class>"``.
+
+    Args:
+        image_rgb: ``(H, W, 3) uint8`` RGB image; it is not modified.
+        boxes: ``(M, 4)`` XYXY pixels of ``image_rgb``.
+        labels: ``(M,)`` integer labels in ``0..K-1``.
+        class_names: the K class names; None writes the label number.
+        color: the RGB colour of every box (white by default; the detections' class colours
+            are saturated, so the two stay apart).
+
+    Returns:
+        A new ``(H, W, 3) uint8`` RGB image.
+    """
+    _check_image(image_rgb)
+    boxes = _as_numpy(boxes, "boxes", np.float64).reshape(-1, 4) if np.size(boxes) else \
+        np.zeros((0, 4))
+    labels = _as_numpy(labels, "labels", np.int64).reshape(-1)
+    if len(boxes) != len(labels):
+        raise ValueError(f"boxes and labels must have the same length, got {len(boxes)} and "
+                         f"{len(labels)}")
+    _check_labels(labels, class_names)
+    out = image_rgb.copy()
+    for box, label in zip(boxes, labels):
+        name = class_names[label] if class_names is not None else str(label)
+        _draw_box(out, box, color, f"GT {name}")
+    return out
+
+
+def _check_labels(labels: np.ndarray, class_names: Optional[Sequence[str]]) -> None:
     if class_names is not None and len(labels) and (labels.min() < 0 or
                                                     labels.max() >= len(class_names)):
         raise ValueError(f"labels must be in 0..{len(class_names) - 1} to index class_names "
                          f"({len(class_names)} names), got values in "
                          f"[{labels.min()}, {labels.max()}]")
-    out = image_rgb.copy()
+
+
+def _draw_box(out: np.ndarray, box: np.ndarray, color: Tuple[int, int, int], text: str) -> None:
+    """Draws one box and its caption into ``out`` (in place)."""
     h, w = out.shape[:2]
     # Scale line width and text with the image so captions stay legible on large photos.
     thick = max(1, int(round(min(h, w) / 300)))
     font_scale = max(0.35, min(h, w) / 900)
-    # Low scores first, so the most confident box and caption end up on top.
-    for i in np.argsort(scores, kind="stable"):
-        if scores[i] < score_thresh:
-            continue
-        color = class_color(labels[i])
-        x1, y1, x2, y2 = (int(round(v)) for v in np.clip(boxes[i], -1, [w, h, w, h]))
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
-        name = class_names[labels[i]] if class_names is not None else str(labels[i])
-        text = f"{name} {scores[i]:.2f}"
-        (tw, th), base = cv2.getTextSize(text, _FONT, font_scale, 1)
-        # Caption above the box, or inside it when the box touches the top edge.
-        ty = y1 - 2 if y1 - th - base - 2 >= 0 else min(h - 1, y1 + th + base + 2)
-        tx = min(max(x1, 0), max(0, w - tw))
-        cv2.rectangle(out, (tx, ty - th - base), (tx + tw, ty), color, -1)
-        luminance = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
-        text_color = (0, 0, 0) if luminance > 128 else (255, 255, 255)
-        cv2.putText(out, text, (tx, ty - base), _FONT, font_scale, text_color, 1, cv2.LINE_AA)
-    return out
+    x1, y1, x2, y2 = (int(round(v)) for v in np.clip(box, -1, [w, h, w, h]))
+    cv2.rectangle(out, (x1, y1), (x2, y2), color, thick)
+    (tw, th), base = cv2.getTextSize(text, _FONT, font_scale, 1)
+    # Caption above the box, or inside it when the box touches the top edge.
+    ty = y1 - 2 if y1 - th - base - 2 >= 0 else min(h - 1, y1 + th + base + 2)
+    tx = min(max(x1, 0), max(0, w - tw))
+    cv2.rectangle(out, (tx, ty - th - base), (tx + tw, ty), color, -1)
+    luminance = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
+    text_color = (0, 0, 0) if luminance > 128 else (255, 255, 255)
+    cv2.putText(out, text, (tx, ty - base), _FONT, font_scale, text_color, 1, cv2.LINE_AA)
 
 
 def save_png(path: str, image_rgb: np.ndarray, root: Optional[str] = None) -> str:

@@ -186,7 +186,7 @@ def test_unknown_key_blames_the_file_that_set_it(tmp_path):
 
 def test_unknown_key_without_close_match_lists_valid_keys(tmp_path):
     path = write(tmp_path, "x.yaml", "test: {zzzzzz: 1}\n")
-    with pytest.raises(ConfigError, match=r"test\.zzzzzz: unknown key \(valid: evaluator, eval_period\)"):
+    with pytest.raises(ConfigError, match=r"test\.zzzzzz: unknown key \(valid: evaluator, eval_period, vis_images, vis_score_thresh\)"):
         load_config(path)
 
 

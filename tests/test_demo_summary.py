@@ -22,7 +22,12 @@ def _demo_dir(tmp_path, ap50=72.5, pngs=("000001.png", "000002.png")):
     (tmp_path / "train" / "checkpoints" / "model_final.pth").write_bytes(b"x")
     (tmp_path / "model.pth").write_bytes(b"x")
     bbox = {"AP": 41.0, "AP50": ap50, "AP75": 40.0, "APs": 10.0, "APm": 30.0, "APl": 50.0}
-    (tmp_path / "test" / "metrics.json").write_text(json.dumps({"bbox": bbox}))
+    # what tools/test.py writes: one line per evaluation, the last one counts
+    older = {"iteration": None, "checkpoint": "old.pth", "bbox/AP50": 1.0}
+    last = {"iteration": None, "checkpoint": "model.pth",
+            **{f"bbox/{k}": v for k, v in bbox.items()}}
+    (tmp_path / "test" / "metrics.json").write_text(json.dumps(older) + "\n"
+                                                    + json.dumps(last) + "\n")
     for name in pngs:
         (tmp_path / "vis" / name).write_bytes(b"x")
     return tmp_path
@@ -69,6 +74,10 @@ def test_bad_demo_dir_and_non_coco_metrics_are_reported(tmp_path, capsys):
     assert demo_summary.main(["--demo-dir", str(tmp_path / "nope")]) == 2
     assert "is not a folder" in capsys.readouterr().err
     d = _demo_dir(tmp_path)
-    (d / "test" / "metrics.json").write_text(json.dumps({"voc": {"mAP": 50.0}}))
+    (d / "test" / "metrics.json").write_text(json.dumps({"iteration": 1, "voc/mAP": 50.0}))
     with pytest.raises(ValueError, match=r"metrics.json has no COCO 'bbox' metrics.*\['voc'\]"):
         demo_summary.main(["--demo-dir", str(d)])
+    # a metrics.json of an older dcn_det (one document) still reads
+    (d / "test" / "metrics.json").write_text(json.dumps({"bbox": {"AP": 1.0, "AP50": 61.0}},
+                                                        indent=2))
+    assert demo_summary.read_metrics(str(d / "test" / "metrics.json"))["AP50"] == 61.0

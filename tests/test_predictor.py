@@ -1,4 +1,5 @@
 """Predictor (resize, rescale back, inputs), drawing, PNG output and tools/infer.py."""
+import json
 import os
 import struct
 import subprocess
@@ -214,7 +215,11 @@ def test_export_and_infer_tools_write_pngs(tmp_path, real):
     r = _run("infer.py", "--model", model_file, "--input", str(images), "--output-dir", str(out),
              "--score-thresh", "0.0")
     assert r.returncode == 0, r.stderr
-    assert sorted(os.listdir(out)) == ["a.png", "a_png.png", "b.png"]
+    assert sorted(os.listdir(out)) == ["a.png", "a_png.png", "b.png", "detections.json"]
+    records = json.loads((out / "detections.json").read_text())
+    assert {r["file_name"] for r in records} == {"a.jpg", "b.png", "a.png"}
+    assert {"image_id", "file_name", "category_id", "category_name", "bbox", "score"} == \
+        set(records[0])
     for name, src in [("a.png", "a.jpg"), ("a_png.png", "a.png"), ("b.png", "b.png")]:
         drawn, orig = cv2.imread(str(out / name)), cv2.imread(str(images / src))
         assert drawn.shape == orig.shape and str(out / name) in r.stdout
@@ -223,6 +228,19 @@ def test_export_and_infer_tools_write_pngs(tmp_path, real):
     r = _run("infer.py", "--model", str(tmp_path / "missing.pth"), "--input", str(images),
              "--output-dir", str(out))
     assert r.returncode == 2 and "missing.pth" in r.stderr and "Traceback" not in r.stderr
+    # a video: a drawn video and per-frame JSON; a broken one: one line naming it, exit 2
+    from tests.test_inference import read_video, write_video
+    clip = write_video(tmp_path / "clip.mp4", frames=4, size=(80, 64), fps=12.0)
+    r = _run("infer.py", "--model", model_file, "--input", clip, "--output-dir",
+             str(tmp_path / "vid"), "--score-thresh", "0.0")
+    assert r.returncode == 0, r.stderr
+    frames, fps = read_video(tmp_path / "vid" / "clip.mp4")
+    assert len(frames) == 4 and frames[0].shape == (64, 80, 3) and fps == pytest.approx(12.0)
+    assert json.loads((tmp_path / "vid" / "clip.json").read_text())["num_frames"] == 4
+    (tmp_path / "bad.mp4").write_bytes(b"not a video at all")
+    r = _run("infer.py", "--model", model_file, "--input", str(tmp_path / "bad.mp4"),
+             "--output-dir", str(tmp_path / "vid2"))
+    assert r.returncode == 2 and "bad.mp4" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_predictor_names_file_whose_weights_do_not_fit(tmp_path, real):
@@ -233,3 +251,79 @@ def test_predictor_names_file_whose_weights_do_not_fit(tmp_path, real):
     torch.save({"model": state, "config": cfg.to_dict()}, path)
     with pytest.raises(CheckpointError, match=r"(?s)partial\.pth.*do not fit.*Missing key"):
         Predictor(path)
+
+
+# ---------------------------------------------------------------------------------------
+# Batches, channel order and tensor inputs.
+
+def test_bgr_with_format_bgr_equals_rgb(real):
+    model, cfg, _, _, _ = real
+    pred = Predictor.from_model(model, cfg, ["disc", "square", "triangle"], score_thresh=0.0)
+    rgb = random_image(80, 110, seed=7)
+    rgb[20:60, 30:90] = (230, 40, 10)  # a strongly coloured block: channel order matters
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    want = pred(rgb)
+    assert len(want["scores"]) > 0
+    for got in (pred(bgr, format="BGR"),
+                Predictor.from_model(model, cfg, pred.class_names, score_thresh=0.0,
+                                     format="BGR")(bgr),
+                pred(torch.from_numpy(rgb).permute(2, 0, 1)),  # CHW uint8 tensor
+                pred(torch.from_numpy(bgr).permute(2, 0, 1), format="BGR")):
+        assert torch.equal(got["boxes"], want["boxes"])
+        assert torch.equal(got["scores"], want["scores"])
+        assert torch.equal(got["labels"], want["labels"])
+    # the same pixels read in the wrong order are another image to the model
+    wrong = pred(bgr)
+    assert wrong["scores"].shape != want["scores"].shape or \
+        not torch.equal(wrong["scores"], want["scores"])
+
+
+def test_batch_equals_one_by_one(real):
+    model, cfg, _, _, _ = real
+    pred = Predictor.from_model(model, cfg, ["disc", "square", "triangle"], score_thresh=0.0)
+    images = [random_image(64, 96, seed=s) for s in (10, 11, 12)]  # one size: same padding
+    batch = pred(images)
+    assert isinstance(batch, list) and len(batch) == 3
+    for image, got in zip(images, batch):
+        want = pred(image)
+        assert len(want["scores"]) > 0
+        torch.testing.assert_close(got["boxes"], want["boxes"], rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(got["scores"], want["scores"], rtol=1e-4, atol=1e-5)
+        assert torch.equal(got["labels"], want["labels"])
+    # a tuple is a batch too, and a one-image list gives a one-element list
+    assert len(pred(tuple(images[:2]))) == 2 and isinstance(pred(images[:1]), list)
+
+
+def test_batch_of_different_sizes_keeps_order_and_frames(predictor, tmp_path):
+    # TinyDetector runs each image alone, so the batch must match exactly, in order, with
+    # every image's boxes in its own original frame (a path, an array and a tensor mixed).
+    images = [random_image(150, 90, seed=1), random_image(60, 100, seed=2),
+              random_image(70, 70, seed=5)]
+    path = str(tmp_path / "first.png")
+    cv2.imwrite(path, cv2.cvtColor(images[0], cv2.COLOR_RGB2BGR))
+    batch = predictor([path, images[1], torch.from_numpy(images[2]).permute(2, 0, 1)])
+    for image, got in zip(images, batch):
+        want = predictor(image)
+        assert len(want["scores"]) > 0
+        assert torch.equal(got["boxes"], want["boxes"]) and got["class_names"] == \
+            want["class_names"]
+        h, w = image.shape[:2]
+        assert float(got["boxes"][:, 0::2].max()) <= w + 1e-4
+        assert float(got["boxes"][:, 1::2].max()) <= h + 1e-4
+
+
+def test_bad_formats_tensors_and_batches(predictor):
+    image = random_image(20, 30)
+    with pytest.raises(ValueError, match=r"format must be 'RGB' or 'BGR'.*got 'rgb'"):
+        predictor(image, format="rgb")
+    with pytest.raises(ValueError, match=r"format must be 'RGB' or 'BGR'.*got 'YUV'"):
+        Predictor.from_model(TinyDetector(), tiny_config(), NAMES, format="YUV")
+    with pytest.raises(ValueError, match=r"tensor must be \(3, H, W\) uint8 \(CHW\), got "
+                                         r"tensor uint8 \(20, 30, 3\)"):
+        predictor(torch.from_numpy(image))  # HWC tensor
+    with pytest.raises(ValueError, match=r"got tensor float32 \(3, 20, 30\)"):
+        predictor(torch.zeros(3, 20, 30))
+    with pytest.raises(ValueError, match=r"images\[1\] must be .*got array int64 \(20, 30, 3\)"):
+        predictor([image, image.astype(np.int64)])
+    with pytest.raises(ValueError, match="empty list"):
+        predictor([])

@@ -3,17 +3,18 @@
 
     python tools/demo_summary.py --demo-dir out/demo [--min-ap50 60] [--started-at EPOCH_S]
 
-Reads DIR/test/metrics.json (the COCO evaluation of the exported model) and lists the data,
+Reads the last line of DIR/test/metrics.json (the COCO evaluation of the exported model) and lists the data,
 training run, exported model, drawn images and offset analysis under DIR. Exits 1 when a required file is
 missing or when AP50 is below --min-ap50 (the demo's promise), so `make demo` fails loudly.
 """
 import argparse
-import json
 import math
 import os
 import sys
 import time
 from typing import Dict, List, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # (label, path relative to the demo dir, required)
 LAYOUT: Tuple[Tuple[str, str, bool], ...] = (
@@ -32,13 +33,15 @@ PNG_FOLDERS = ("vis", "offsets")
 
 
 def read_metrics(path: str) -> Dict[str, float]:
-    """The ``bbox`` block (AP, AP50, ... in percent) of a COCO ``metrics.json``.
+    """The ``bbox`` block (AP, AP50, ... in percent) of the last evaluation in a COCO
+    ``metrics.json`` (one line per evaluation: ``dcn_det.evaluation.metrics_file``).
 
     Raises:
         ValueError: the file has no ``bbox`` metrics (e.g. a VOC evaluation).
     """
-    with open(path, encoding="utf-8") as f:
-        metrics = json.load(f)
+    from dcn_det.evaluation.metrics_file import read_metrics as read_last_line
+
+    metrics = read_last_line(path) or {}
     if "bbox" not in metrics or "AP50" not in metrics["bbox"]:
         raise ValueError(f"{path} has no COCO 'bbox' metrics with AP50 (keys: {sorted(metrics)})")
     return metrics["bbox"]

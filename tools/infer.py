@@ -1,12 +1,15 @@
-"""Detects objects in images and draws the detections into PNG files.
+"""Detects objects in images or a video and writes drawn copies plus the detections as JSON.
 
-    python tools/infer.py --model FILE --input IMG_OR_DIR --output-dir DIR [--score-thresh 0.5]
-                          [--device cpu]
+    python tools/infer.py --model FILE --input IMG_OR_DIR_OR_VIDEO --output-dir DIR
+                          [--score-thresh 0.5] [--device cpu]
 
-FILE is an inference file from tools/export.py or a training checkpoint. Each input image
-IMG.ext is written as DIR/IMG.png (DIR/IMG_ext.png when two inputs share a name). An image
-that cannot be read is skipped with a warning naming it; the count is reported at the end,
-and the exit code is 1 only when no image could be read.
+FILE is an inference file from tools/export.py or a training checkpoint. Images: each input
+image IMG.ext is written as DIR/IMG.png (DIR/IMG_ext.png when two inputs share a name) and all
+detections go to DIR/detections.json (COCO results records with file_name and category_name,
+boxes [x, y, w, h] in the image's pixels). An image that cannot be read is skipped with a
+warning naming it; the count is reported at the end, and the exit code is 1 only when no
+image could be read. A video (.mp4, .avi, .mov, .mkv, ...): DIR/CLIP.mp4 (drawn, same fps and
+size) and DIR/CLIP.json (the detections of every frame); an unreadable video exits 2 naming it.
 """
 import argparse
 import os
@@ -14,45 +17,31 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dcn_det.data.transforms import decode_image, list_images  # noqa: E402
+from dcn_det.data.transforms import list_images  # noqa: E402
+from dcn_det.inference import VideoError, infer_images, infer_video, is_video  # noqa: E402
 from dcn_det.predictor import Predictor  # noqa: E402
 from dcn_det.cli import run_main  # noqa: E402
-from dcn_det.visualization import draw_detections, save_png  # noqa: E402
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="inference file or training checkpoint")
-    parser.add_argument("--input", required=True, help="an image file or a folder of images")
-    parser.add_argument("--output-dir", required=True, help="folder for the drawn PNG files")
+    parser.add_argument("--input", required=True,
+                        help="an image file, a folder of images, or a video file")
+    parser.add_argument("--output-dir", required=True,
+                        help="folder for the drawn images/video and the JSON")
     parser.add_argument("--score-thresh", type=float, default=0.5)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     predictor = Predictor(args.model, device=args.device, score_thresh=args.score_thresh)
-    used = set()
-    paths, skipped = list_images(args.input), []
-    for path in paths:
+    if is_video(args.input):
         try:
-            image = decode_image(path)
-        except (OSError, RuntimeError) as e:
-            print(f"warning: skipped {path}: {e}", file=sys.stderr)
-            skipped.append(path)
-            continue
-        stem, ext = os.path.splitext(os.path.basename(path))
-        name = stem + ".png" if stem + ".png" not in used else f"{stem}_{ext.lstrip('.')}.png"
-        used.add(name)
-        det = predictor(image)
-        drawn = draw_detections(image, det["boxes"], det["scores"], det["labels"],
-                                predictor.class_names)
-        out = save_png(os.path.join(args.output_dir, name), drawn, root=args.output_dir)
-        print(f"{path}: {len(det['scores'])} detections -> {out}")
-    if skipped:
-        print(f"warning: {len(skipped)} of {len(paths)} images could not be read and were "
-              f"skipped: {', '.join(skipped)}", file=sys.stderr)
-    if len(skipped) == len(paths):
-        print(f"error: none of the {len(paths)} images under {args.input!r} could be read",
-              file=sys.stderr)
-        return 1
-    return 0
+            infer_video(predictor, args.input, args.output_dir)
+        except VideoError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    return infer_images(predictor, list_images(args.input), args.output_dir, args.input)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,11 @@ each metric, and the difference from the first variant (the baseline). A differe
 marked as exceeding the seed-to-seed spread when ``|delta| > std(variant) + std(baseline)``,
 i.e. the two mean ± std intervals do not overlap.
 """
-import json
 import math
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
-from dcn_det.ablation.run_one import metrics_path
+from dcn_det.ablation.run_one import final_metrics, metrics_path
 from dcn_det.ablation.spec import RunSpec
 from dcn_det.io.atomic import write_json, write_text
 
@@ -18,15 +17,15 @@ COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 VOC_METRICS = ("mAP", "mAP_07")
 
 
-def _read_metrics(path: str) -> Optional[Dict[str, float]]:
-    """The scalar box metrics of one ``metrics.json`` (COCO ``bbox`` or VOC), or None if absent."""
-    if not os.path.isfile(path):
+def _read_metrics(spec: RunSpec, test: str) -> Optional[Dict[str, float]]:
+    """The scalar box metrics (COCO ``bbox`` or VOC) of the run's final model on ``test``, or
+    None while they are missing (:func:`dcn_det.ablation.run_one.final_metrics`)."""
+    data = final_metrics(spec, test)
+    if data is None:
         return None
-    with open(path, "r", encoding="utf-8") as f:
-        data = json.load(f)
     section = data.get("bbox", data.get("voc"))
     if not isinstance(section, dict):
-        raise ValueError(f"{path}: has neither a 'bbox' nor a 'voc' section")
+        raise ValueError(f"{metrics_path(spec, test)}: has neither a 'bbox' nor a 'voc' section")
     return {k: float(v) for k, v in section.items() if isinstance(v, (int, float))}
 
 
@@ -62,7 +61,7 @@ def aggregate(runs: Sequence[RunSpec]) -> Dict[str, Any]:
                           if not o.startswith(("runtime.seed=", "runtime.output_dir="))],
             "runs": {}, "missing": []})
         for test in tests:
-            m = _read_metrics(metrics_path(spec, test))
+            m = _read_metrics(spec, test)
             if m is None:
                 v["missing"].append(f"seed {spec.seed} / {test}")
             else:

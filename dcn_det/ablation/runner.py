@@ -1,6 +1,6 @@
 """Runs the planned ablation runs, a few at a time, each in its own process.
 
-A finished run (every test set has its ``metrics.json``) is skipped; an unfinished one is
+A finished run (every test set has its final ``metrics.json`` line) is skipped; an unfinished one is
 started again and resumes from its newest checkpoint (see ``run_one``). Each run's console
 output is appended to ``RUN_DIR/stdout.log``.
 """

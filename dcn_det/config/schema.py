@@ -212,6 +212,8 @@ class SolverConfig(_Section):
 class EvalConfig(_Section):
     evaluator: Literal["coco", "voc"] = "coco"  # metric: COCO AP or VOC mAP at IoU 0.5
     eval_period: NonNegInt = 0  # iterations between evaluations during training; 0 = only at the end
+    vis_images: NonNegInt = 4  # first N test images drawn to TensorBoard at each evaluation; 0 = off
+    vis_score_thresh: Fraction = 0.5  # detections drawn on those images score at least this
 
 
 @dataclass(frozen=True)

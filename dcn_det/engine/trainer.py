@@ -3,7 +3,6 @@
 ``tools/train.py`` is a thin wrapper around :func:`train`.
 """
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -14,17 +13,20 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from dcn_det.config import Config, dump
-from dcn_det.data.build import build_train_loader
+from dcn_det.data.build import build_dataset, build_train_loader
 from dcn_det import distributed as du
 from dcn_det.io.atomic import write_text
 from dcn_det.io.checkpoint import Checkpointer, load_file
 from dcn_det.engine.logging import MetricLogger
+from dcn_det.engine.eval_logging import EvalImages, log_eval_metrics
 from dcn_det.engine.optim import build_lr_scheduler, build_optimizer
 from dcn_det.engine.resume import load_resume_state, resume_from
 from dcn_det.engine.rng import get_rng_state, seed_all
 from dcn_det.engine.train_loop import SignalFlag, StopRequested, run_step
 from dcn_det.evaluation.evaluate import evaluate, write_metrics
-from dcn_det.log import setup_logging
+from dcn_det.evaluation.metrics_file import FILE_NAME as METRICS_FILE
+from dcn_det.evaluation.metrics_file import drop_lines_after, read_final_training_metrics
+from dcn_det.log import logs_traceback, setup_logging
 from dcn_det.modeling import build_model
 from dcn_det.weights import load_detector_weights
 
@@ -41,31 +43,37 @@ def checkpoint_state(cfg: Config, iteration: int, model, optimizer, scheduler, s
             "class_names": list(class_names)}
 
 
-def log_eval_metrics(writer, metrics: Dict[str, Any], iteration: int) -> None:
-    """Writes the scalar box metrics of an evaluation to TensorBoard (rank 0 only)."""
-    if writer is None:
-        return
-    for k, v in metrics.get("bbox", metrics.get("voc", {})).items():
-        if isinstance(v, float):
-            writer.add_scalar(f"eval/{k}", v, iteration)
-
-
 def _finished_run(out: str, start_iter: int, max_iter: int) -> Optional[Dict[str, Any]]:
+    """The final metrics of a finished run (its ``metrics.json`` line at ``max_iter``, or an
+    older dcn_det's single document), or None when the final evaluation has to run again."""
     logger.info("training already finished (iteration %d of %d); evaluating only",
                 start_iter, max_iter)
-    metrics_path = os.path.join(out, "metrics.json")
-    if os.path.isfile(metrics_path):
-        with open(metrics_path) as f:
-            return json.load(f)
-    return None
+    path = os.path.join(out, METRICS_FILE)
+    return read_final_training_metrics(path, max_iter)
 
 
+def _eval_images(cfg: Config, class_names) -> Optional[EvalImages]:
+    """The test images drawn to TensorBoard at each evaluation (rank 0), or None when off."""
+    if not cfg.test.vis_images:
+        return None
+    dataset = build_dataset(cfg.data.test, cfg.data, is_train=False)
+    return EvalImages(dataset, cfg.test.vis_images, class_names or dataset.class_names,
+                      cfg.test.vis_score_thresh)
+
+
+@logs_traceback("training")
 def train(cfg: Config, resume: str = "auto", final_eval: bool = True) -> Dict[str, Any]:
     """Trains ``cfg`` in ``cfg.runtime.output_dir``; returns the final metrics.
 
     Build, resume, then the loop: one :func:`run_step` per iteration and a visible ``if``
     block for logging, checkpoints, periodic evaluation and signals; then the final
-    checkpoint and evaluation.
+    checkpoint and evaluation. Every evaluation (``test.eval_period`` and the final one) is
+    appended as a line to ``output_dir/metrics.json`` and written to TensorBoard
+    (:mod:`dcn_det.engine.eval_logging`) at the iteration it measured.
+
+    An exception that ends the run (other than :class:`StopRequested`) is logged with its
+    traceback to ``output_dir/log.txt`` only (the console keeps the one line
+    ``cli.run_main`` prints), then propagates.
 
     Args:
         cfg: the resolved config.
@@ -76,8 +84,8 @@ def train(cfg: Config, resume: str = "auto", final_eval: bool = True) -> Dict[st
             evaluates the exported model itself (``tools/train.py --no-eval``).
 
     Returns:
-        The final evaluation metrics (also written to ``output_dir/metrics.json``); ``{}``
-        on ranks other than 0 and without ``final_eval``.
+        The final evaluation metrics (also the last line of ``output_dir/metrics.json``);
+        ``{}`` on ranks other than 0 and without ``final_eval``.
 
     Raises:
         CheckpointError: the checkpoint to resume from is damaged or belongs to another model
@@ -123,10 +131,35 @@ def train(cfg: Config, resume: str = "auto", final_eval: bool = True) -> Dict[st
     metrics = _finished_run(out, start_iter, max_iter) if start_iter >= max_iter else None
     if metrics is not None:
         return metrics
+    if rank == 0 and start_iter < max_iter:
+        # The evaluations of later iterations belong to a run this one replaces.
+        dropped = drop_lines_after(out, start_iter)
+        if dropped:
+            logger.info("%s: dropped %d evaluation(s) after iteration %d (recomputed by this "
+                        "run)", METRICS_FILE, dropped, start_iter)
     writer = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(os.path.join(out, "tensorboard"))
+    class_names = None
+    eval_images = None  # built at the first evaluation (rank 0)
+
+    def evaluate_and_log(iteration: int, output_dir: Optional[str]) -> Dict[str, Any]:
+        nonlocal eval_images
+        # The test loader draws from torch's RNG; forked, an evaluation leaves the training's
+        # random stream as it was, so a run resumed from a checkpoint taken just before an
+        # evaluation continues exactly as the uninterrupted run did.
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            result = evaluate(cfg, model, device, output_dir)
+            if rank == 0:
+                write_metrics(result, out, iteration)
+                log_eval_metrics(writer, result, iteration)
+                if eval_images is None:
+                    eval_images = _eval_images(cfg, class_names) or False
+                if eval_images:
+                    eval_images.log(writer, model, device, iteration)
+                writer.flush()
+        return result
 
     if start_iter < max_iter:
         train_model = model
@@ -159,7 +192,7 @@ def train(cfg: Config, resume: str = "auto", final_eval: bool = True) -> Dict[st
                         and done < max_iter:
                     checkpointer.save(f"model_{it:07d}.pth", checkpoint_state(cfg, done, *parts))
                 if cfg.test.eval_period and done % cfg.test.eval_period == 0 and done < max_iter:
-                    log_eval_metrics(writer, evaluate(cfg, model, device, None), done)
+                    evaluate_and_log(done, None)
                     train_model.train()
                 if du.any_true(stop.signum is not None, device):
                     signum = stop.signum or signal.SIGTERM
@@ -173,10 +206,7 @@ def train(cfg: Config, resume: str = "auto", final_eval: bool = True) -> Dict[st
             checkpointer.save("model_final.pth", checkpoint_state(cfg, max_iter, *parts))
 
     du.barrier()
-    metrics = evaluate(cfg, model, device, out) if final_eval else {}
+    metrics = evaluate_and_log(max_iter, out) if final_eval else {}
     if rank == 0:
-        if final_eval:
-            write_metrics(metrics, out)
-            log_eval_metrics(writer, metrics, max_iter)
         writer.close()
     return metrics

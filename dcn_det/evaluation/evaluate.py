@@ -16,9 +16,9 @@ from dcn_det.data.build import build_test_loader
 from dcn_det.evaluation.build import build_evaluator
 from dcn_det.evaluation.class_map import model_to_dataset_labels
 from dcn_det.evaluation.inference import inference_on_dataset
-from dcn_det.io.atomic import write_json
+from dcn_det.evaluation.metrics_file import append_metrics
 from dcn_det.io.model_file import build_inference_model, read_model_file
-from dcn_det.log import setup_logging
+from dcn_det.log import logs_traceback, setup_logging
 
 logger = logging.getLogger("dcn_det")
 
@@ -56,12 +56,14 @@ def evaluate(cfg: Config, model: torch.nn.Module, device: torch.device,
                                 progress=du.is_main_process(), label_map=label_map)
 
 
-def write_metrics(metrics: Dict[str, Any], output_dir: str) -> str:
-    """Writes ``metrics.json`` atomically (NaN stays NaN, as Python's json writes it)."""
-    return write_json(os.path.join(output_dir, "metrics.json"), metrics, root=output_dir,
-                      what="metrics")
+def write_metrics(metrics: Dict[str, Any], output_dir: str, iteration: Optional[int] = None,
+                  checkpoint: Optional[str] = None) -> str:
+    """Appends one evaluation as a line of ``output_dir/metrics.json`` (atomically; see
+    :mod:`dcn_det.evaluation.metrics_file`) and returns the path."""
+    return append_metrics(output_dir, metrics, iteration, checkpoint=checkpoint)
 
 
+@logs_traceback("evaluation")
 def evaluate_checkpoint(cfg: Config, path: str) -> Dict[str, Any]:
     """``tools/test.py``: evaluates the model in ``path`` on ``cfg.data.test``.
 
@@ -69,8 +71,10 @@ def evaluate_checkpoint(cfg: Config, path: str) -> Dict[str, Any]:
     rebuilt as it was trained); data, test and runtime settings come from ``cfg``. The
     file's ``class_names`` are matched with the test set's by name, so a COCO file that gives
     the same classes other ids evaluates correctly and one with other classes is an error.
-    Writes ``detections.json`` (COCO) and ``metrics.json`` to ``cfg.runtime.output_dir`` and
-    logs the AP table.
+    Writes ``detections.json`` (COCO) to ``cfg.runtime.output_dir``, appends a line
+    ``{"iteration": null, "checkpoint": path, ...}`` to its ``metrics.json`` (replacing an
+    earlier line for the same file) and logs the AP table. An exception is logged with its
+    traceback to ``test_log.txt`` (only) before it propagates.
     """
     device = du.select_device(cfg.runtime.device)
     du.init_from_env(device)
@@ -82,7 +86,7 @@ def evaluate_checkpoint(cfg: Config, path: str) -> Dict[str, Any]:
     model = build_inference_model(file_cfg, state, device)
     metrics = evaluate(cfg, model, device, out, class_names=class_names, model_source=repr(path))
     if du.is_main_process():
-        write_metrics(metrics, out)
+        write_metrics(metrics, out, checkpoint=os.fspath(path))
         logger.info("results of %s:\n%s", path, format_metrics(metrics))
         logger.info("wrote %s", os.path.join(out, "metrics.json"))
     return metrics

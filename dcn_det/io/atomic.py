@@ -13,13 +13,14 @@ Failures: an ``OSError`` while writing (disk full, permissions, a directory at t
 becomes one :class:`WriteError` naming the file, the folder and the reason, and the temporary
 file is removed.
 """
+import contextlib
 import errno
 import io
 import json
 import logging
 import os
 import tempfile
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import torch
 
@@ -145,6 +146,49 @@ def write_chunks(path: str, chunks: Iterable[Buffer], *, root: Optional[str] = N
         if tmp is not None:
             _remove_quietly(tmp)
     return path
+
+
+@contextlib.contextmanager
+def temp_path_for(path: str, *, root: Optional[str] = None,
+                  what: str = "file") -> Iterator[str]:
+    """For writers that need a file name (OpenCV's ``VideoWriter``): yields a fresh temporary
+    path beside ``path`` with the same extension; after the block it is fsync'ed and renamed
+    over ``path``, as :func:`write_chunks` does. If the block raises, the temporary file is
+    removed and nothing replaces ``path``.
+
+    Raises:
+        WriteError: as :func:`write_chunks` (an ``OSError`` in the block included).
+    """
+    _check_folders(path, root)
+    folder = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)
+    tmp = None
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{name}.",
+                                   suffix=os.path.splitext(name)[1], dir=folder)
+        os.close(fd)
+        yield tmp
+        if hasattr(os, "chmod"):
+            os.chmod(tmp, _FILE_MODE)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        tmp = None
+        _fsync_folder(folder)
+    except OSError as e:
+        if isinstance(e, WriteError):
+            raise
+        reason = e.strerror or str(e) or type(e).__name__
+        err = WriteError(f"cannot write {what} {name} to {folder}: {reason}")
+        err.errno = e.errno if e.errno is not None else errno.EIO
+        raise err from e
+    finally:
+        if tmp is not None:
+            _remove_quietly(tmp)
 
 
 def write_bytes(path: str, data: Buffer, *, root: Optional[str] = None,

@@ -12,7 +12,9 @@ import torch
 from dcn_det.ablation import (aggregate, format_markdown, plan_runs, read_overrides_file,
                               run_all, write_report)
 from dcn_det.ablation.runner import subprocess_launcher, write_spec
+from dcn_det.ablation.run_one import final_metrics, is_finished
 from dcn_det.config import ConfigError
+from dcn_det.evaluation.metrics_file import append_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE = os.path.join(ROOT, "configs", "ablation", "rfcn_short.yaml")
@@ -105,10 +107,18 @@ def test_plan_gives_one_run_per_variant_and_seed(tiny_config, tmp_path):
 
 # ------------------------------------------------------------------ aggregation
 
-def _fake_metrics(path, ap50, ap=10.0):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    bbox = {"AP": ap, "AP50": ap50, "AP75": 1.0, "APs": 2.0, "APm": 3.0, "APl": 4.0}
-    _write(path, json.dumps({"bbox": bbox, "bbox_per_class": {"disc": 1.0}}))
+def _fake_metrics(path, ap50, ap=10.0, apl=4.0):
+    """metrics.json as training (run dir: a periodic line, then the final one at the tiny
+    config's max_iter 40) or tools/test.py (test folders: iteration null) writes it."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    bbox = {"AP": ap, "AP50": ap50, "AP75": 1.0, "APs": 2.0, "APm": 3.0, "APl": apl}
+    final = {"bbox": bbox, "bbox_per_class": {"disc": 1.0}}
+    if os.path.basename(folder).startswith("test_"):
+        append_metrics(folder, final, None, checkpoint="model_final.pth")
+    else:
+        append_metrics(folder, {"bbox": {**bbox, "AP50": -1.0}}, 10)  # periodic: never read
+        append_metrics(folder, final, 40)
 
 
 def test_aggregate_hand_made_metrics(tiny_config, tmp_path):
@@ -143,10 +153,7 @@ def test_metrics_without_objects_of_a_size_are_shown_as_missing(tiny_config, tmp
     runs = plan_runs(tiny_config, {"a": [], "b": []}, [0, 1], str(tmp_path / "out"))
     for r in runs:
         path = os.path.join(r.run_dir, "metrics.json")
-        _fake_metrics(path, 10.0 + r.seed)
-        data = json.load(open(path))
-        data["bbox"]["APl"] = float("nan")  # no large object in the split
-        _write(path, json.dumps(data))
+        _fake_metrics(path, 10.0 + r.seed, apl=float("nan"))  # no large object in the split
     res = aggregate(runs)
     apl = res["variants"]["b"]["summary"]["test"]["APl"]
     assert apl["n"] == 0 and math.isnan(apl["mean"]) and not apl["exceeds_spread"]
@@ -201,6 +208,20 @@ class _Done:
 
     def poll(self):
         return self.code
+
+
+def test_only_the_final_training_line_finishes_a_run(tiny_config, tmp_path):
+    run = plan_runs(tiny_config, {"a": []}, [0], str(tmp_path / "out"))[0]
+    append_metrics(run.run_dir, {"bbox": {"AP50": 5.0}}, 10)  # periodic (eval_period)
+    assert final_metrics(run, "test") is None and not is_finished(run)
+    assert aggregate([run])["variants"]["a"]["missing"] == ["seed 0 / test"]
+    append_metrics(run.run_dir, {"bbox": {"AP50": 7.0}}, 40)  # solver.max_iter of TINY
+    assert final_metrics(run, "test") == {"bbox": {"AP50": 7.0}} and is_finished(run)
+    # a metrics.json of an older dcn_det (one document, written after training) is final too
+    old = plan_runs(tiny_config, {"b": []}, [0], str(tmp_path / "old"))[0]
+    os.makedirs(old.run_dir)
+    _write(os.path.join(old.run_dir, "metrics.json"), json.dumps({"bbox": {"AP50": 3.0}}, indent=2))
+    assert final_metrics(old, "test") == {"bbox": {"AP50": 3.0}}
 
 
 def test_finished_runs_are_skipped(tiny_config, tmp_path):

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from dcn_det.evaluation.metrics_file import read_metrics
 from dcn_det.io.checkpoint import load_file
 
 from .conftest import ROOT
@@ -33,7 +34,7 @@ def test_two_process_training(tiny_config, tmp_path):
     names = sorted(os.listdir(os.path.join(out, "checkpoints")))
     assert names == ["last_checkpoint", "model_0000002.pth", "model_final.pth"]
     assert load_file(os.path.join(out, "checkpoints", "model_final.pth"))["iteration"] == 6
-    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    metrics = read_metrics(os.path.join(out, "metrics.json"))
     assert "AP" in metrics["bbox"]
     # the evaluation saw every test image (4 per rank, gathered on rank 0), each once: no
     # image is missing, no detection is repeated, no image has more than

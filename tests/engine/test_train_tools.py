@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 
+from dcn_det.evaluation.metrics_file import read_lines, read_metrics
 from dcn_det.io.checkpoint import load_file
 
 from .conftest import ROOT, tool
@@ -32,7 +33,9 @@ def test_train_then_test_writes_metrics(tiny_config, tmp_path):
     assert os.listdir(os.path.join(out, "tensorboard"))
     assert _ckpts(out) == ["last_checkpoint", "model_0000009.pth", "model_0000014.pth",
                            "model_final.pth"]
-    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    lines = read_lines(os.path.join(out, "metrics.json"))
+    assert [line["iteration"] for line in lines] == [20]  # eval_period 0: the final one only
+    metrics = read_metrics(os.path.join(out, "metrics.json"))
     assert set(metrics["bbox"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     final = load_file(os.path.join(out, "checkpoints", "model_final.pth"))
     assert final["iteration"] == 20 and final["config"]["solver"]["max_iter"] == 20
@@ -40,7 +43,10 @@ def test_train_then_test_writes_metrics(tiny_config, tmp_path):
     test_out = str(tmp_path / "test")
     proc = tool("test", "--config", tiny_config, "--checkpoint",
                 os.path.join(out, "checkpoints", "model_final.pth"), "--output-dir", test_out)
-    tested = json.load(open(os.path.join(test_out, "metrics.json")))
+    tested_lines = read_lines(os.path.join(test_out, "metrics.json"))
+    assert len(tested_lines) == 1 and tested_lines[0]["iteration"] is None
+    assert tested_lines[0]["checkpoint"].endswith("model_final.pth")
+    tested = read_metrics(os.path.join(test_out, "metrics.json"))
     assert tested["bbox"]["AP"] == metrics["bbox"]["AP"]  # same weights, same data
     dets = json.load(open(os.path.join(test_out, "detections.json")))
     assert dets and {"image_id", "category_id", "bbox", "score"} <= set(dets[0])
@@ -52,6 +58,7 @@ def test_train_then_test_writes_metrics(tiny_config, tmp_path):
     proc = tool("train", "--config", tiny_config, "--output-dir", out)
     assert "already finished" in proc.stdout
     assert os.path.getmtime(os.path.join(out, "checkpoints", "model_final.pth")) == before
+    assert read_lines(os.path.join(out, "metrics.json")) == lines
 
 
 def test_crash_and_resume_gives_the_same_weights(tiny_config, tmp_path):

@@ -463,7 +463,10 @@ def test_infer_skips_an_unreadable_image(tmp_path, model_file, capsys):
     code = _tool("infer").main(["--model", model_file, "--input", str(images),
                                 "--output-dir", str(out)])
     captured = capsys.readouterr()
-    assert code == 0 and sorted(os.listdir(out)) == ["a.png", "c.png"]
+    assert code == 0 and sorted(os.listdir(out)) == ["a.png", "c.png", "detections.json"]
+    records = json.loads((out / "detections.json").read_text())
+    # image ids are positions in the sorted input (a=1, b=2 skipped, c=3)
+    assert {(r["image_id"], r["file_name"]) for r in records} <= {(1, "a.png"), (3, "c.png")}
     assert f"skipped {images / 'b.jpg'}" in captured.err
     assert "1 of 3 images could not be read" in captured.err
 
