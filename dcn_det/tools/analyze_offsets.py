@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Effective dilation of every deformable conv per object size on the test split (Table 2).
 
     python tools/analyze_offsets.py --config CFG --checkpoint CKPT --output-dir DIR
@@ -19,9 +18,7 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dcn_det.cli import add_config_args, config_from_args, run_main  # noqa: E402
+from dcn_det.cli import add_config_args, config_from_args, run_main
 
 
 def main(argv=None) -> int:
@@ -93,5 +90,11 @@ def main(argv=None) -> int:
         print(f"wrote {plot_across_tables(summary, path[:-len('.json')] + '.png')}")
     return 0
 
+
+def run(argv=None) -> int:
+    """The console command: :func:`main` with user errors as one line and an exit code."""
+    return run_main(lambda: main(argv))
+
+
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Validates every annotation and decodes every image of a COCO or VOC dataset.
 
     python tools/check_dataset.py --config CFG [--split train|test] [--set K=V ...]
@@ -13,9 +12,7 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dcn_det.cli import run_main  # noqa: E402
+from dcn_det.cli import run_main
 
 
 def main(argv=None) -> int:
@@ -62,5 +59,10 @@ def main(argv=None) -> int:
     return 0 if report.ok else 1
 
 
+def run(argv=None) -> int:
+    """The console command: :func:`main` with user errors as one line and an exit code."""
+    return run_main(lambda: main(argv))
+
+
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run())

@@ -18,13 +18,11 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dcn_det.cli import run_main  # noqa: E402
-from dcn_det.io.atomic import save_torch  # noqa: E402
-from dcn_det.log import setup_logging  # noqa: E402
-from dcn_det.weights import DEFAULT_MIN_FILL, FORMATS, convert  # noqa: E402
-from dcn_det.weights.torch_file import INFO_KEY  # noqa: E402
+from dcn_det.cli import run_main
+from dcn_det.io.atomic import save_torch
+from dcn_det.log import setup_logging
+from dcn_det.weights import DEFAULT_MIN_FILL, FORMATS, convert
+from dcn_det.weights.torch_file import INFO_KEY
 
 
 def main(argv=None) -> int:
@@ -63,5 +61,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def run(argv=None) -> int:
+    """The console command: :func:`main` with user errors as one line and an exit code."""
+    return run_main(lambda: main(argv))
+
+
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run())

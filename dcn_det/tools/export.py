@@ -11,15 +11,13 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from dcn_det.export import export_onnx, export_program  # noqa: E402
-from dcn_det.io.model_file import export_inference_file, read_model_file  # noqa: E402
-from dcn_det.data.transforms import resized_shape  # noqa: E402
-from dcn_det.io.model_file import build_inference_model  # noqa: E402
-from dcn_det.cli import run_main  # noqa: E402
+from dcn_det.export import export_onnx, export_program
+from dcn_det.io.model_file import export_inference_file, read_model_file
+from dcn_det.data.transforms import resized_shape
+from dcn_det.io.model_file import build_inference_model
+from dcn_det.cli import run_main
 
 
 def _read_names(path: str):
@@ -62,5 +60,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def run(argv=None) -> int:
+    """The console command: :func:`main` with user errors as one line and an exit code."""
+    return run_main(lambda: main(argv))
+
+
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run())

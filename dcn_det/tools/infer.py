@@ -12,12 +12,10 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dcn_det.data.transforms import decode_image, list_images  # noqa: E402
-from dcn_det.predictor import Predictor  # noqa: E402
-from dcn_det.cli import run_main  # noqa: E402
-from dcn_det.visualization import draw_detections, save_png  # noqa: E402
+from dcn_det.data.transforms import decode_image, list_images
+from dcn_det.predictor import Predictor
+from dcn_det.cli import run_main
+from dcn_det.visualization import draw_detections, save_png
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -55,5 +53,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def run(argv=None) -> int:
+    """The console command: :func:`main` with user errors as one line and an exit code."""
+    return run_main(lambda: main(argv))
+
+
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run())

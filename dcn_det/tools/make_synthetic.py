@@ -18,10 +18,8 @@ import os
 import sys
 from typing import Dict
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dcn_det.data.synthetic import SyntheticDataset, write_coco, write_voc  # noqa: E402
-from dcn_det.cli import run_main  # noqa: E402
+from dcn_det.data.synthetic import SyntheticDataset, write_coco, write_voc
+from dcn_det.cli import run_main
 
 
 def _splits_from_config(args) -> Dict[str, dict]:
@@ -91,5 +89,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def run(argv=None) -> int:
+    """The console command: :func:`main` with user errors as one line and an exit code."""
+    return run_main(lambda: main(argv))
+
+
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run())

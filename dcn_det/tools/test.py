@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Evaluate a training checkpoint or an exported inference file on the config's test split.
 
     python tools/test.py --config CFG --checkpoint CKPT [--set K=V ...] [--output-dir DIR]
@@ -9,9 +8,7 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dcn_det.cli import add_config_args, config_from_args, run_main  # noqa: E402
+from dcn_det.cli import add_config_args, config_from_args, run_main
 
 
 def main(argv=None) -> int:
@@ -26,5 +23,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def run(argv=None) -> int:
+    """The console command: :func:`main` with user errors as one line and an exit code."""
+    return run_main(lambda: main(argv))
+
+
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run())

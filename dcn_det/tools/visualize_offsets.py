@@ -26,9 +26,7 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dcn_det.cli import run_main  # noqa: E402
+from dcn_det.cli import run_main
 
 
 def main(argv=None) -> int:
@@ -107,5 +105,10 @@ def main(argv=None) -> int:
     return 1 if skipped == len(images) else 0
 
 
+def run(argv=None) -> int:
+    """The console command: :func:`main` with user errors as one line and an exit code."""
+    return run_main(lambda: main(argv))
+
+
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run())

@@ -1,0 +1,11 @@
+#!/usr/bin/env python
+"""``dcn-infer`` from a source checkout: runs :mod:`dcn_det.tools.infer` (see its help)."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dcn_det.tools.infer import main, run  # noqa: E402,F401  (main: for tests and scripts)
+
+if __name__ == "__main__":
+    sys.exit(run())

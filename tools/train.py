@@ -1,0 +1,11 @@
+#!/usr/bin/env python
+"""``dcn-train`` from a source checkout: runs :mod:`dcn_det.tools.train` (see its help)."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dcn_det.tools.train import main, run  # noqa: E402,F401  (main: for tests and scripts)
+
+if __name__ == "__main__":
+    sys.exit(run())
