@@ -49,14 +49,30 @@ def log_eval_metrics(writer, metrics: Dict[str, Any], iteration: int) -> None:
             writer.add_scalar(f"eval/{k}", v, iteration)
 
 
-def _finished_run(out: str, start_iter: int, max_iter: int) -> Optional[Dict[str, Any]]:
-    logger.info("training already finished (iteration %d of %d); evaluating only",
-                start_iter, max_iter)
+def _finished_run(out: str, start_iter: int, max_iter: int,
+                  final_eval: bool) -> Optional[Dict[str, Any]]:
+    """A run resumed at or past ``solver.max_iter``: nothing is left to train.
+
+    Returns:
+        The run's final metrics (``{}`` without them) when it is complete: it is not trained
+        or evaluated again, and one line says so, where the final model is and how to train
+        again. None when only the final evaluation is missing (the run stopped during it):
+        the caller evaluates.
+    """
     metrics_path = os.path.join(out, "metrics.json")
+    if final_eval and not os.path.isfile(metrics_path):
+        logger.info("training finished (iteration %d of %d) but its final evaluation did not: "
+                    "evaluating only", start_iter, max_iter)
+        return None
+    final = os.path.join(out, "checkpoints", "model_final.pth")
+    where = final if os.path.isfile(final) else "the checkpoint resumed from"
+    logger.warning("%s holds a finished run (iteration %d of solver.max_iter=%d): nothing to do. "
+                   "The final model is %s. To train again, pass --resume none (starts over in "
+                   "this folder) or another --output-dir.", out, start_iter, max_iter, where)
     if os.path.isfile(metrics_path):
-        with open(metrics_path) as f:
+        with open(metrics_path, encoding="utf-8") as f:
             return json.load(f)
-    return None
+    return {}
 
 
 def train(cfg: Config, resume: str = "auto", final_eval: bool = True) -> Dict[str, Any]:
@@ -102,13 +118,15 @@ def train(cfg: Config, resume: str = "auto", final_eval: bool = True) -> Dict[st
     checkpointer = Checkpointer(out, cfg.solver.keep_last)
     start_iter = resume_from(load_resume_state(checkpointer, resume, cfg), model, optimizer,
                              scheduler, scaler)
+    max_iter = cfg.solver.max_iter
+    finished = start_iter >= max_iter
     if rank == 0:
         checkpointer.remove_stale_temporaries()
-        write_text(os.path.join(out, "config.yaml"), dump(cfg), root=out, what="config")
-        logger.info("config:\n%s", dump(cfg))
+        if not finished:  # a finished run's folder is left as it is
+            write_text(os.path.join(out, "config.yaml"), dump(cfg), root=out, what="config")
+            logger.info("config:\n%s", dump(cfg))
 
-    max_iter = cfg.solver.max_iter
-    metrics = _finished_run(out, start_iter, max_iter) if start_iter >= max_iter else None
+    metrics = _finished_run(out, start_iter, max_iter, final_eval) if finished else None
     if metrics is not None:
         return metrics
     writer = None
@@ -164,7 +182,7 @@ def train(cfg: Config, resume: str = "auto", final_eval: bool = True) -> Dict[st
     metrics = evaluate(cfg, model, device, out) if final_eval else {}
     if rank == 0:
         if final_eval:
-            write_metrics(metrics, out)
+            logger.info("final metrics written to %s", write_metrics(metrics, out))
             log_eval_metrics(writer, metrics, max_iter)
         writer.close()
     return metrics

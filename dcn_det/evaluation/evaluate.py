@@ -5,7 +5,7 @@
 """
 import logging
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -21,6 +21,9 @@ from dcn_det.io.model_file import build_inference_model, read_model_file
 from dcn_det.log import setup_logging
 
 logger = logging.getLogger("dcn_det")
+
+# (config, state dict, class names): what read_model_file returns
+ModelFile = Tuple[Config, Dict[str, torch.Tensor], List[str]]
 
 
 def evaluate(cfg: Config, model: torch.nn.Module, device: torch.device,
@@ -62,7 +65,8 @@ def write_metrics(metrics: Dict[str, Any], output_dir: str) -> str:
                       what="metrics")
 
 
-def evaluate_checkpoint(cfg: Config, path: str) -> Dict[str, Any]:
+def evaluate_checkpoint(cfg: Config, path: str,
+                        model_file: Optional[ModelFile] = None) -> Dict[str, Any]:
     """``tools/test.py``: evaluates the model in ``path`` on ``cfg.data.test``.
 
     The model's architecture comes from the file's stored config (so a checkpoint is always
@@ -70,7 +74,8 @@ def evaluate_checkpoint(cfg: Config, path: str) -> Dict[str, Any]:
     file's ``class_names`` are matched with the test set's by name, so a COCO file that gives
     the same classes other ids evaluates correctly and one with other classes is an error.
     Writes ``detections.json`` (COCO) and ``metrics.json`` to ``cfg.runtime.output_dir`` and
-    logs the AP table.
+    logs the AP table. ``model_file``: what :func:`read_model_file` returned for ``path``, when
+    the caller has read it already (``tools/test.py`` without ``--config``).
     """
     device = du.select_device(cfg.runtime.device)
     du.init_from_env(device)
@@ -78,7 +83,7 @@ def evaluate_checkpoint(cfg: Config, path: str) -> Dict[str, Any]:
     os.makedirs(out, exist_ok=True)
     setup_logging(os.path.join(out, "test_log.txt"), du.get_rank())
     # the architecture comes from the file (trained config), the data/test settings from cfg
-    file_cfg, state, class_names = read_model_file(path)
+    file_cfg, state, class_names = model_file or read_model_file(path)
     model = build_inference_model(file_cfg, state, device)
     metrics = evaluate(cfg, model, device, out, class_names=class_names, model_source=repr(path))
     if du.is_main_process():

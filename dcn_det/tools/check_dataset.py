@@ -9,10 +9,9 @@ by reason, boxes per class, size mismatches). Exit code: 0 = no problem, 1 = pro
 (including an annotation file that cannot be read), 2 = bad arguments or config.
 """
 import argparse
-import os
 import sys
 
-from dcn_det.cli import run_main
+from dcn_det.cli import add_set_arg, run_main
 
 
 def main(argv=None) -> int:
@@ -24,7 +23,7 @@ def main(argv=None) -> int:
     which.add_argument("--voc", metavar="ROOT", help="VOCdevkit folder (with --splits)")
     parser.add_argument("--split", choices=("train", "test"), default="train",
                         help="with --config: which data set (default train)")
-    parser.add_argument("--set", nargs="+", default=[], metavar="K=V", help="config overrides")
+    add_set_arg(parser, help="config overrides (repeatable)")
     parser.add_argument("--images", help="with --coco: the folder file_name is relative to")
     parser.add_argument("--splits", nargs="+", default=[], metavar="YEAR/SET",
                         help="with --voc: e.g. 2007/trainval 2012/trainval")

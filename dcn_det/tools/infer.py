@@ -15,6 +15,7 @@ import sys
 from dcn_det.data.transforms import decode_image, list_images
 from dcn_det.predictor import Predictor
 from dcn_det.cli import run_main
+from dcn_det.distributed import parse_device
 from dcn_det.visualization import draw_detections, save_png
 
 def main(argv=None) -> int:
@@ -25,7 +26,8 @@ def main(argv=None) -> int:
     parser.add_argument("--score-thresh", type=float, default=0.5)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    predictor = Predictor(args.model, device=args.device, score_thresh=args.score_thresh)
+    predictor = Predictor(args.model, device=parse_device(args.device),
+                          score_thresh=args.score_thresh)
     used = set()
     paths, skipped = list_images(args.input), []
     for path in paths:

@@ -19,7 +19,7 @@ import sys
 from typing import Dict
 
 from dcn_det.data.synthetic import SyntheticDataset, write_coco, write_voc
-from dcn_det.cli import run_main
+from dcn_det.cli import add_set_arg, run_main
 
 
 def _splits_from_config(args) -> Dict[str, dict]:
@@ -59,8 +59,7 @@ def main(argv=None) -> int:
     parser.add_argument("--format", choices=["coco", "voc"], default="coco")
     parser.add_argument("--config", default=None,
                         help="take both splits from this config's synthetic data sets")
-    parser.add_argument("--set", nargs="+", default=[], metavar="K=V",
-                        help="config overrides (with --config)")
+    add_set_arg(parser, help="config overrides (with --config; repeatable)")
     parser.add_argument("--num-train", type=int, default=None, help="train images (default 64)")
     parser.add_argument("--num-val", type=int, default=None, help="val images (default 16)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),

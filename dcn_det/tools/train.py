@@ -3,9 +3,13 @@
     python tools/train.py --config CFG [--set K=V ...] [--output-dir DIR] [--resume auto|PATH|none]
                           [--no-eval]
     torchrun --nproc_per_node N tools/train.py --config CFG ...
+
+--resume auto continues an interrupted run in the output directory. A finished run (its final
+checkpoint at solver.max_iter, and its final evaluation done) is not trained or evaluated
+again: one line says so and where the final model is; --resume none starts over in the
+folder, another --output-dir trains a new run, a larger solver.max_iter trains on.
 """
 import argparse
-import os
 import sys
 
 from dcn_det.cli import add_config_args, config_from_args, run_main
@@ -23,11 +27,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     from dcn_det.engine.trainer import train
-    from dcn_det.log import logger
-    metrics = train(cfg, resume=args.resume, final_eval=not args.no_eval)
-    if metrics:
-        logger.info("final metrics written to %s", os.path.join(cfg.runtime.output_dir,
-                                                                 "metrics.json"))
+    train(cfg, resume=args.resume, final_eval=not args.no_eval)
     return 0
 
 

@@ -23,7 +23,6 @@ Pictures are in original-image pixels, drawn on the image enlarged to a short si
 warning and counted (exit status 1 when none could be read).
 """
 import argparse
-import os
 import sys
 
 from dcn_det.cli import run_main
@@ -55,6 +54,7 @@ def main(argv=None) -> int:
     from dcn_det.analysis.sampling import chain_indices
     from dcn_det.analysis.visualize import output_stem, parse_points, visualize_image
     from dcn_det.data.transforms import decode_image, list_images
+    from dcn_det.distributed import parse_device
     from dcn_det.predictor import Predictor
 
     try:
@@ -70,7 +70,8 @@ def main(argv=None) -> int:
         parser.error(f"--max-detections must be >= 1, got {args.max_detections}")
     chain = args.chain[0] if args.chain == ["all"] else args.chain
     images = list_images(args.input)
-    predictor = Predictor(args.model, device=args.device, score_thresh=args.score_thresh)
+    predictor = Predictor(args.model, device=parse_device(args.device),
+                          score_thresh=args.score_thresh)
     if not has_deformable_conv(predictor.model) and not has_deformable_pooling(predictor.model):
         print(f"error: {args.model!r} has neither deformable convolution nor deformable RoI "
               "pooling: there are no offsets to draw", file=sys.stderr)
