@@ -73,7 +73,8 @@ def main(argv=None) -> int:
                          f"{sorted(groups)}), got {args.group}")
         table = effective_dilation_table(model, build_test_loader(cfg.data),
                                          max_images=args.max_images,
-                                         area_thresholds=thresholds, group=args.group)
+                                         area_thresholds=thresholds, group=args.group,
+                                         progress=True)
         tables.append(table)
         folder = os.path.join(out, f"model{k}") if several else out
         if several:

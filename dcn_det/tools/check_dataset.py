@@ -53,7 +53,7 @@ def main(argv=None) -> int:
         print(f"error: the annotations cannot be used: {e}", file=sys.stderr)
         print("result: PROBLEMS: invalid annotations")
         return 1
-    report = check_dataset(dataset, workers=args.workers, progress=sys.stderr.isatty())
+    report = check_dataset(dataset, workers=args.workers, progress=True)
     print(report.format())
     return 0 if report.ok else 1
 
