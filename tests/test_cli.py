@@ -194,3 +194,22 @@ def test_cuda_without_cuda_in_a_subprocess(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         "error: --device 'cuda': no CUDA device is available on this machine (use --device cpu)"]
+
+
+def test_ablate_set_applies_to_every_variant_before_its_own(tmp_path, monkeypatch):
+    import dcn_det.ablation
+    from dcn_det.tools import ablate
+    variants = tmp_path / "v.yaml"
+    variants.write_text("base: []\nshort: [solver.max_iter=2]\n")
+    seen = {}
+
+    def plan(config, variants, seeds, output_dir, tests):
+        seen.update(variants)
+        raise ConfigError("stop here")
+    monkeypatch.setattr(dcn_det.ablation, "plan_runs", plan)
+    with pytest.raises(ConfigError, match="stop here"):
+        ablate.main(["--config", TINY, "--variants", str(variants), "--seeds", "0",
+                     "--output-dir", str(tmp_path / "out"), "--set", "solver.max_iter=5",
+                     "--set", "solver.base_lr=0.1"])
+    assert seen == {"base": ["solver.max_iter=5", "solver.base_lr=0.1"],
+                    "short": ["solver.max_iter=5", "solver.base_lr=0.1", "solver.max_iter=2"]}

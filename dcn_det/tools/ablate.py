@@ -2,19 +2,21 @@
 
     python tools/ablate.py --config BASE --variants VARIANTS.yaml --seeds 0 1 2 \
         --output-dir DIR [--nproc N] [--threads T] [--tests TESTS.yaml] [--report-only]
+        [--set K=V ...]
 
 VARIANTS.yaml maps each variant name to a list of KEY=VALUE overrides (as --set takes); the
 first variant is the baseline. TESTS.yaml (optional) maps extra test-set names to overrides
 applied only when evaluating (e.g. a split of smaller objects); the config's own data.test is
-always evaluated as "test". Runs go to DIR/runs/<variant>/seed<S>; finished runs are skipped
-and interrupted ones resume. Writes DIR/results.json, DIR/results.md and DIR/results.png.
+always evaluated as "test". --set overrides the base config for every variant (before the
+variant's own overrides, which win). Runs go to DIR/runs/<variant>/seed<S>; finished runs are
+skipped and interrupted ones resume. Writes DIR/results.json, DIR/results.md and DIR/results.png.
 --nproc runs N runs at once, each with --threads intra-op threads (default cores / N).
 """
 import argparse
 import os
 import sys
 
-from dcn_det.cli import run_main
+from dcn_det.cli import add_set_arg, run_main
 
 
 def main(argv=None) -> int:
@@ -25,6 +27,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--tests", default=None, help="YAML: extra test set -> overrides")
+    add_set_arg(parser, help="overrides of the base config for every variant (repeatable)")
     parser.add_argument("--nproc", type=int, default=1, help="runs executed at once")
     parser.add_argument("--threads", type=int, default=None, help="threads per run")
     parser.add_argument("--report-only", action="store_true",
@@ -35,7 +38,8 @@ def main(argv=None) -> int:
     from dcn_det.log import setup_logging
     os.makedirs(args.output_dir, exist_ok=True)
     setup_logging(os.path.join(args.output_dir, "ablate_log.txt"))
-    variants = read_overrides_file(args.variants, "variant")
+    variants = {name: [*args.set, *overrides]
+                for name, overrides in read_overrides_file(args.variants, "variant").items()}
     tests = read_overrides_file(args.tests, "test set") if args.tests else {}
     runs = plan_runs(args.config, variants, args.seeds, args.output_dir, tests)
     failed = [] if args.report_only else run_all(runs, nproc=args.nproc, threads=args.threads)
