@@ -149,7 +149,7 @@ def select_device(name: str) -> torch.device:
     if name == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError("runtime.device is 'cuda' but no CUDA device is available "
-                              "(use runtime.device=cpu or auto)")
+                              "(set runtime.device=cpu or auto, e.g. --set runtime.device=cpu)")
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
 

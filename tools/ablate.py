@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""``dcn-ablate`` from a source checkout: runs :mod:`dcn_det.tools.ablate` (see its help)."""
+"""``dcn-ablate`` from a source checkout: runs :mod:`dcn_det.tools.ablate`
+(``--help`` for its usage)."""
 import os
 import sys
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""``dcn-analyze-offsets`` from a source checkout: runs :mod:`dcn_det.tools.analyze_offsets` (see its help)."""
+"""``dcn-analyze-offsets`` from a source checkout: runs :mod:`dcn_det.tools.analyze_offsets`
+(``--help`` for its usage)."""
 import os
 import sys
 

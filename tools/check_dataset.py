@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""``dcn-check-dataset`` from a source checkout: runs :mod:`dcn_det.tools.check_dataset` (see its help)."""
+"""``dcn-check-dataset`` from a source checkout: runs :mod:`dcn_det.tools.check_dataset`
+(``--help`` for its usage)."""
 import os
 import sys
 

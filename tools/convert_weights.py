@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""``dcn-convert-weights`` from a source checkout: runs :mod:`dcn_det.tools.convert_weights` (see its help)."""
+"""``dcn-convert-weights`` from a source checkout: runs :mod:`dcn_det.tools.convert_weights`
+(``--help`` for its usage)."""
 import os
 import sys
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""``dcn-export`` from a source checkout: runs :mod:`dcn_det.tools.export` (see its help)."""
+"""``dcn-export`` from a source checkout: runs :mod:`dcn_det.tools.export`
+(``--help`` for its usage)."""
 import os
 import sys
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""``dcn-infer`` from a source checkout: runs :mod:`dcn_det.tools.infer` (see its help)."""
+"""``dcn-infer`` from a source checkout: runs :mod:`dcn_det.tools.infer`
+(``--help`` for its usage)."""
 import os
 import sys
 

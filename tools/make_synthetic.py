@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""``dcn-make-synthetic`` from a source checkout: runs :mod:`dcn_det.tools.make_synthetic` (see its help)."""
+"""``dcn-make-synthetic`` from a source checkout: runs :mod:`dcn_det.tools.make_synthetic`
+(``--help`` for its usage)."""
 import os
 import sys
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""``dcn-test`` from a source checkout: runs :mod:`dcn_det.tools.test` (see its help)."""
+"""``dcn-test`` from a source checkout: runs :mod:`dcn_det.tools.test`
+(``--help`` for its usage)."""
 import os
 import sys
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""``dcn-train`` from a source checkout: runs :mod:`dcn_det.tools.train` (see its help)."""
+"""``dcn-train`` from a source checkout: runs :mod:`dcn_det.tools.train`
+(``--help`` for its usage)."""
 import os
 import sys
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""``dcn-visualize-offsets`` from a source checkout: runs :mod:`dcn_det.tools.visualize_offsets` (see its help)."""
+"""``dcn-visualize-offsets`` from a source checkout: runs :mod:`dcn_det.tools.visualize_offsets`
+(``--help`` for its usage)."""
 import os
 import sys
 
