@@ -63,3 +63,15 @@ def test_install_requires_lists_every_requirement():
     assert set(REQUIRED.values()) <= install_requires
     assert not install_requires & DEV_ONLY
     assert "dev" in ast.literal_eval(kwargs["extras_require"])
+
+
+def test_every_package_folder_is_found_by_setup():
+    # setup.py uses find_packages, which skips a folder without __init__.py: a non-editable
+    # install would then lack it (an editable one, and the tests, would not notice)
+    from setuptools import find_packages
+    found = set(find_packages(ROOT, include=["dcn_det", "dcn_det.*"]))
+    for folder, dirs, files in os.walk(PACKAGE):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        if any(f.endswith(".py") for f in files):
+            name = os.path.relpath(folder, ROOT).replace(os.sep, ".")
+            assert name in found, f"{name} has no __init__.py: pip install . would leave it out"
