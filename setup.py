@@ -1,12 +1,14 @@
 """Builds the ``dcn_det`` package and its native operator library ``dcn_det._C``.
 
 The CPU sources in ``csrc/`` are always compiled. The CUDA sources in ``csrc/cuda`` are
-compiled only when torch is a CUDA build and ``nvcc`` is found, or when ``FORCE_CUDA=1``
-(e.g. to cross-compile in a container without a GPU). ``TORCH_CUDA_ARCH_LIST`` is honoured by
-``torch.utils.cpp_extension``.
+compiled when torch is a CUDA build and a CUDA toolkit is found, or when ``FORCE_CUDA=1``;
+``FORCE_CUDA=0`` builds the CPU kernels only. ``TORCH_CUDA_ARCH_LIST`` selects the GPU
+architectures; without it and without a visible GPU, a default list that the nvcc version
+compiles is used (``setup_helpers.py``, where these decisions live).
 """
 import glob
 import os
+import sys
 
 from setuptools import find_packages, setup
 
@@ -14,13 +16,27 @@ import torch
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, ROOT)
+
+import setup_helpers  # noqa: E402
 
 
 def _want_cuda() -> bool:
-    """True when the CUDA kernels should be compiled (see module docstring)."""
-    if os.environ.get("FORCE_CUDA", "0") == "1":
-        return True
-    return torch.version.cuda is not None and CUDA_HOME is not None
+    """True when the CUDA kernels should be compiled (see module docstring); with CUDA and no
+    visible GPU, also sets a default ``TORCH_CUDA_ARCH_LIST`` when none is given."""
+    try:
+        cuda = setup_helpers.want_cuda(os.environ, torch.version.cuda, CUDA_HOME)
+        if cuda:
+            arches = setup_helpers.arch_list_for_build(
+                os.environ, torch.cuda.device_count(), setup_helpers.nvcc_version(CUDA_HOME))
+            if arches is not None:
+                print(f"dcn_det: no GPU visible, building for TORCH_CUDA_ARCH_LIST={arches}")
+                os.environ["TORCH_CUDA_ARCH_LIST"] = arches
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    print("dcn_det: building the CUDA and CPU kernels" if cuda
+          else "dcn_det: building the CPU kernels only")
+    return cuda
 
 
 def make_extension():
@@ -70,6 +86,8 @@ setup(
     # onnx/onnxscript/onnxruntime: the ONNX export path is optional for users, tested in dev.
     extras_require={"dev": ["pytest", "ninja", "onnx", "onnxscript", "onnxruntime"]},
     ext_modules=[make_extension()],
+    entry_points={"console_scripts": [f"{name} = {target}" for name, target
+                                      in setup_helpers.CONSOLE_SCRIPTS.items()]},
     cmdclass={"build_ext": BuildExtension},
     zip_safe=False,
 )

@@ -132,16 +132,51 @@ def gather_objects(obj: Any) -> List[Any]:
     return out
 
 
+class DeviceError(ValueError):
+    """A device this machine does not have, or a device name torch does not know: a user error
+    (the command-line tools print it as one line and exit 2)."""
+
+
 def select_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available (this rank's GPU under torchrun), else CPU.
+    """``runtime.device``: ``"auto"`` -> CUDA when available (this rank's GPU under torchrun),
+    else CPU.
 
     Raises:
-        ValueError: ``"cuda"`` on a machine without a CUDA device.
+        DeviceError: ``"cuda"`` on a machine without a CUDA device.
     """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError("runtime.device is 'cuda' but no CUDA device is available")
+            raise DeviceError("runtime.device is 'cuda' but no CUDA device is available "
+                              "(set runtime.device=cpu or auto, e.g. --set runtime.device=cpu)")
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
+
+
+def parse_device(name: str, what: str = "--device") -> torch.device:
+    """A device named on the command line (``"cpu"``, ``"cuda"``, ``"cuda:1"``), checked
+    against this machine.
+
+    Args:
+        name: the device string.
+        what: how the user gave it, for the message (e.g. ``"--device"``).
+
+    Raises:
+        DeviceError: an unknown device name, CUDA without a CUDA device, or a GPU index that
+            does not exist.
+    """
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise DeviceError(f"{what} {name!r} is not a device name (e.g. cpu, cuda, cuda:1): "
+                          f"{str(e).splitlines()[0]}") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DeviceError(f"{what} {name!r}: no CUDA device is available on this machine "
+                              "(use --device cpu)")
+        if device.index is not None and device.index >= count:
+            raise DeviceError(f"{what} {name!r}: this machine has {count} CUDA device(s), "
+                              f"cuda:0 to cuda:{count - 1}")
+    return device

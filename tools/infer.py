@@ -1,48 +1,14 @@
-"""Detects objects in images or a video and writes drawn copies plus the detections as JSON.
-
-    python tools/infer.py --model FILE --input IMG_OR_DIR_OR_VIDEO --output-dir DIR
-                          [--score-thresh 0.5] [--device cpu]
-
-FILE is an inference file from tools/export.py or a training checkpoint. Images: each input
-image IMG.ext is written as DIR/IMG.png (DIR/IMG_ext.png when two inputs share a name) and all
-detections go to DIR/detections.json (COCO results records with file_name and category_name,
-boxes [x, y, w, h] in the image's pixels). An image that cannot be read is skipped with a
-warning naming it; the count is reported at the end, and the exit code is 1 only when no
-image could be read. A video (.mp4, .avi, .mov, .mkv, ...): DIR/CLIP.mp4 (drawn, same fps and
-size) and DIR/CLIP.json (the detections of every frame); an unreadable video exits 2 naming it.
-"""
-import argparse
+#!/usr/bin/env python
+"""``dcn-infer`` from a source checkout: runs :mod:`dcn_det.tools.infer`
+(``--help`` for its usage)."""
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dcn_det.data.transforms import list_images  # noqa: E402
-from dcn_det.inference import VideoError, infer_images, infer_video, is_video  # noqa: E402
-from dcn_det.predictor import Predictor  # noqa: E402
-from dcn_det.cli import run_main  # noqa: E402
+from dcn_det.tools.infer import main, run  # noqa: E402
 
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True, help="inference file or training checkpoint")
-    parser.add_argument("--input", required=True,
-                        help="an image file, a folder of images, or a video file")
-    parser.add_argument("--output-dir", required=True,
-                        help="folder for the drawn images/video and the JSON")
-    parser.add_argument("--score-thresh", type=float, default=0.5)
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    predictor = Predictor(args.model, device=args.device, score_thresh=args.score_thresh)
-    if is_video(args.input):
-        try:
-            infer_video(predictor, args.input, args.output_dir)
-        except VideoError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        return 0
-    return infer_images(predictor, list_images(args.input), args.output_dir, args.input)
-
+__all__ = ["main", "run"]  # main(argv): for tests and scripts
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run())

@@ -1,30 +1,14 @@
 #!/usr/bin/env python
-"""Evaluate a training checkpoint or an exported inference file on the config's test split.
-
-    python tools/test.py --config CFG --checkpoint CKPT [--set K=V ...] [--output-dir DIR]
-
-Writes DIR/detections.json (COCO evaluator) and DIR/metrics.json, and prints an AP table.
-"""
-import argparse
+"""``dcn-test`` from a source checkout: runs :mod:`dcn_det.tools.test`
+(``--help`` for its usage)."""
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dcn_det.cli import add_config_args, config_from_args, run_main  # noqa: E402
+from dcn_det.tools.test import main, run  # noqa: E402
 
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(parser)
-    parser.add_argument("--checkpoint", required=True, help="training checkpoint or inference file")
-    args = parser.parse_args(argv)
-    cfg = config_from_args(args)
-    from dcn_det.evaluation.evaluate import evaluate_checkpoint
-    evaluate_checkpoint(cfg, args.checkpoint)
-    return 0
-
+__all__ = ["main", "run"]  # main(argv): for tests and scripts
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(run())

@@ -15,12 +15,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from dcn_det.analysis.buckets import (BUCKETS, DEFAULT_AREA_THRESHOLDS, assign_buckets,
                                       check_area_thresholds)
 from dcn_det.analysis.capture import DeformLayerRecord, OffsetCapture
 from dcn_det.analysis.dilation import effective_dilation
+from dcn_det.progress import progress as progress_of
 from dcn_det.structures import box_area
 
 
@@ -183,7 +183,7 @@ def effective_dilation_table(model: torch.nn.Module, data, *, max_images: int = 
         max_images: images to measure at most (the first ones).
         area_thresholds: ``(t_small, t_large)`` in original-image pixels.
         group: ``None`` = per location, the mean over offset groups; or one group index.
-        progress: show a progress bar.
+        progress: report progress (:func:`dcn_det.progress.progress`).
 
     Returns:
         A :class:`DilationTable`.
@@ -201,8 +201,8 @@ def effective_dilation_table(model: torch.nn.Module, data, *, max_images: int = 
     model.eval()
     try:
         with OffsetCapture(model.backbone) as cap:
-            for images, targets in tqdm(_batches(data, max_images), disable=not progress,
-                                        desc="effective dilation (batches)"):
+            for images, targets in progress_of(_batches(data, max_images),
+                                               "effective dilation (batches)", enabled=progress):
                 batch = model.preprocess(images)
                 model.backbone(batch.tensor)
                 acc.add(cap.ordered_records(), batch.image_sizes, targets)

@@ -9,7 +9,7 @@ import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from tqdm import tqdm
+from dcn_det.progress import progress as progress_of
 
 from .base import DatasetError
 from .coco import COCODataset
@@ -111,7 +111,7 @@ def check_dataset(dataset, workers: int = 4, progress: bool = False) -> DatasetR
         dataset: a ``COCODataset`` or ``VOCDataset`` (``load_image``, ``image_path``,
             ``get_annotations``, ``dropped``, ``source``), built with every image kept.
         workers: decoding threads (OpenCV releases the GIL while it decodes).
-        progress: show a progress bar.
+        progress: report progress (:func:`dcn_det.progress.progress`).
 
     Returns:
         the :class:`DatasetReport`.
@@ -129,8 +129,8 @@ def check_dataset(dataset, workers: int = 4, progress: bool = False) -> DatasetR
             report.per_class[dataset.class_names[label]] += 1
     with ThreadPoolExecutor(max(1, workers)) as pool:
         results = pool.map(lambda i: _load(dataset, i), range(len(dataset)))
-        for idx, (kind, message) in enumerate(tqdm(results, total=len(dataset), disable=not progress,
-                                                   desc="decoding", dynamic_ncols=True)):
+        for idx, (kind, message) in enumerate(progress_of(results, "decoding", total=len(dataset),
+                                                          enabled=progress)):
             if kind == "unreadable":
                 report.unreadable.append((dataset.image_path(idx), message))
                 continue

@@ -43,13 +43,27 @@ def checkpoint_state(cfg: Config, iteration: int, model, optimizer, scheduler, s
             "class_names": list(class_names)}
 
 
-def _finished_run(out: str, start_iter: int, max_iter: int) -> Optional[Dict[str, Any]]:
-    """The final metrics of a finished run (its ``metrics.json`` line at ``max_iter``, or an
-    older dcn_det's single document), or None when the final evaluation has to run again."""
-    logger.info("training already finished (iteration %d of %d); evaluating only",
-                start_iter, max_iter)
-    path = os.path.join(out, METRICS_FILE)
-    return read_final_training_metrics(path, max_iter)
+def _finished_run(out: str, start_iter: int, max_iter: int,
+                  final_eval: bool) -> Optional[Dict[str, Any]]:
+    """A run resumed at or past ``solver.max_iter``: nothing is left to train.
+
+    Returns:
+        The run's final metrics (its ``metrics.json`` line at ``max_iter``; ``{}`` without one)
+        when it is complete: it is not trained or evaluated again, and one line says so, where
+        the final model is and how to train again. None when only the final evaluation is
+        missing (the run stopped during it): the caller evaluates.
+    """
+    metrics = read_final_training_metrics(os.path.join(out, METRICS_FILE), max_iter)
+    if final_eval and metrics is None:
+        logger.info("training finished (iteration %d of %d) but its final evaluation did not: "
+                    "evaluating only", start_iter, max_iter)
+        return None
+    final = os.path.join(out, "checkpoints", "model_final.pth")
+    where = final if os.path.isfile(final) else "the checkpoint resumed from"
+    logger.warning("%s holds a finished run (iteration %d of solver.max_iter=%d): nothing to do. "
+                   "The final model is %s. To train again, pass --resume none (starts over in "
+                   "this folder) or another --output-dir.", out, start_iter, max_iter, where)
+    return metrics or {}
 
 
 def _eval_images(cfg: Config, class_names) -> Optional[EvalImages]:
@@ -122,13 +136,15 @@ def train(cfg: Config, resume: str = "auto", final_eval: bool = True) -> Dict[st
         logger.info("model.weights %s not loaded: resuming from %s", cfg.model.weights,
                     state["_path"])
     start_iter = resume_from(state, model, optimizer, scheduler, scaler)
+    max_iter = cfg.solver.max_iter
+    finished = start_iter >= max_iter
     if rank == 0:
         checkpointer.remove_stale_temporaries()
-        write_text(os.path.join(out, "config.yaml"), dump(cfg), root=out, what="config")
-        logger.info("config:\n%s", dump(cfg))
+        if not finished:  # a finished run's folder is left as it is
+            write_text(os.path.join(out, "config.yaml"), dump(cfg), root=out, what="config")
+            logger.info("config:\n%s", dump(cfg))
 
-    max_iter = cfg.solver.max_iter
-    metrics = _finished_run(out, start_iter, max_iter) if start_iter >= max_iter else None
+    metrics = _finished_run(out, start_iter, max_iter, final_eval) if finished else None
     if metrics is not None:
         return metrics
     if rank == 0 and start_iter < max_iter:
@@ -208,5 +224,7 @@ def train(cfg: Config, resume: str = "auto", final_eval: bool = True) -> Dict[st
     du.barrier()
     metrics = evaluate_and_log(max_iter, out) if final_eval else {}
     if rank == 0:
+        if final_eval:
+            logger.info("final metrics written to %s", os.path.join(out, METRICS_FILE))
         writer.close()
     return metrics

@@ -5,7 +5,7 @@
 """
 import logging
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -21,6 +21,9 @@ from dcn_det.io.model_file import build_inference_model, read_model_file
 from dcn_det.log import logs_traceback, setup_logging
 
 logger = logging.getLogger("dcn_det")
+
+# (config, state dict, class names): what read_model_file returns
+ModelFile = Tuple[Config, Dict[str, torch.Tensor], List[str]]
 
 
 def evaluate(cfg: Config, model: torch.nn.Module, device: torch.device,
@@ -64,7 +67,8 @@ def write_metrics(metrics: Dict[str, Any], output_dir: str, iteration: Optional[
 
 
 @logs_traceback("evaluation")
-def evaluate_checkpoint(cfg: Config, path: str) -> Dict[str, Any]:
+def evaluate_checkpoint(cfg: Config, path: str,
+                        model_file: Optional[ModelFile] = None) -> Dict[str, Any]:
     """``tools/test.py``: evaluates the model in ``path`` on ``cfg.data.test``.
 
     The model's architecture comes from the file's stored config (so a checkpoint is always
@@ -74,7 +78,9 @@ def evaluate_checkpoint(cfg: Config, path: str) -> Dict[str, Any]:
     Writes ``detections.json`` (COCO) to ``cfg.runtime.output_dir``, appends a line
     ``{"iteration": null, "checkpoint": path, ...}`` to its ``metrics.json`` (replacing an
     earlier line for the same file) and logs the AP table. An exception is logged with its
-    traceback to ``test_log.txt`` (only) before it propagates.
+    traceback to ``test_log.txt`` (only) before it propagates. ``model_file``: what
+    :func:`read_model_file` returned for ``path``, when the caller has read it already
+    (``tools/test.py`` without ``--config``).
     """
     device = du.select_device(cfg.runtime.device)
     du.init_from_env(device)
@@ -82,7 +88,7 @@ def evaluate_checkpoint(cfg: Config, path: str) -> Dict[str, Any]:
     os.makedirs(out, exist_ok=True)
     setup_logging(os.path.join(out, "test_log.txt"), du.get_rank())
     # the architecture comes from the file (trained config), the data/test settings from cfg
-    file_cfg, state, class_names = read_model_file(path)
+    file_cfg, state, class_names = model_file or read_model_file(path)
     model = build_inference_model(file_cfg, state, device)
     metrics = evaluate(cfg, model, device, out, class_names=class_names, model_source=repr(path))
     if du.is_main_process():

@@ -4,7 +4,8 @@ import time
 from typing import Any, Dict, Optional, Sequence
 
 import torch
-from tqdm import tqdm
+
+from dcn_det.progress import progress as progress_of
 
 logger = logging.getLogger("dcn_det")
 
@@ -21,7 +22,8 @@ def inference_on_dataset(model: torch.nn.Module, loader, evaluator, device: torc
             size before resizing, so detections come back in original-image pixels.
         evaluator: a COCO/VOC evaluator (``reset``, ``process``, ``evaluate``).
         device: where the model runs.
-        progress: show a tqdm bar (rank 0 only).
+        progress: report progress (rank 0 only): a bar on a terminal, a few lines in a log
+            (:func:`dcn_det.progress.progress`).
         label_map: ``label_map[k]`` = the dataset label of model label ``k``
             (``class_map.model_to_dataset_labels``); None = the same labels.
 
@@ -35,8 +37,7 @@ def inference_on_dataset(model: torch.nn.Module, loader, evaluator, device: torc
     t0 = time.perf_counter()
     n = 0
     try:
-        for images, targets in tqdm(loader, desc="inference", disable=not progress,
-                                    dynamic_ncols=True):
+        for images, targets in progress_of(loader, "inference", enabled=progress):
             images = [im.to(device) for im in images]
             outputs = model(images, orig_sizes=[t["orig_size"] for t in targets])
             outputs = [{k: v.cpu() for k, v in o.items()} for o in outputs]

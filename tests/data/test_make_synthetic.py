@@ -85,3 +85,15 @@ def test_parallel_writers_write_the_same_files(tmp_path):
         assert len(files) >= 10
         for rel in files:
             assert (one / rel).read_bytes() == (two / rel).read_bytes(), rel
+
+
+def test_config_mode_applies_every_set(tmp_path):
+    cfg = _write_config(tmp_path)
+    out = tmp_path / "s"
+    assert _tool().main(["--output", str(out), "--config", cfg,
+                         "--set", "data.train.synthetic.num_images=2",
+                         "--set", "data.test.synthetic.num_images=1",
+                         "data.train.synthetic.num_images=3"]) == 0  # the last one wins
+    assert len(COCODataset(str(out / "annotations" / "instances_train.json"),
+                           str(out / "train"))) == 3
+    assert len(COCODataset(str(out / "annotations" / "instances_val.json"), str(out / "val"))) == 1

@@ -56,7 +56,7 @@ def test_train_then_test_writes_metrics(tiny_config, tmp_path):
     # rerunning a finished run trains nothing and changes nothing
     before = os.path.getmtime(os.path.join(out, "checkpoints", "model_final.pth"))
     proc = tool("train", "--config", tiny_config, "--output-dir", out)
-    assert "already finished" in proc.stdout
+    assert "holds a finished run" in proc.stdout and "--resume none" in proc.stdout
     assert os.path.getmtime(os.path.join(out, "checkpoints", "model_final.pth")) == before
     assert read_lines(os.path.join(out, "metrics.json")) == lines
 

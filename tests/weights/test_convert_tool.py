@@ -5,6 +5,7 @@ import os
 import pytest
 import torch
 
+from dcn_det.cli import run_main
 from dcn_det.weights import load_pretrained
 from tests.weights import writers as W
 
@@ -56,13 +57,13 @@ def test_wrong_format_or_depth_exits_2(tmp_path, capsys):
     W.write_params(tmp_path / "r50.params", r50)
     assert tool.main(["--input", str(tmp_path / "r50.params"),
                       "--output", str(tmp_path / "o.pth")]) == 0  # depth 50 from the file
-    code = tool.run_main(lambda: tool.main(["--input", str(tmp_path / "r50.params"),
+    code = run_main(lambda: tool.main(["--input", str(tmp_path / "r50.params"),
                                             "--output", str(tmp_path / "o1.pth"),
                                             "--depth", "101", "--min-fill", "0.9"]))
     assert code == 2
     assert "a ResNet-101's tensors" in capsys.readouterr().err
     torch.save(W.mmdet_checkpoint(ref), tmp_path / "det.pth")
-    code = tool.run_main(lambda: tool.main(["--input", str(tmp_path / "det.pth"), "--output",
+    code = run_main(lambda: tool.main(["--input", str(tmp_path / "det.pth"), "--output",
                                             str(tmp_path / "o2.pth"), "--format",
                                             "torchvision", "--depth", "101"]))
     assert code == 2
