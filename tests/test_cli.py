@@ -1,7 +1,6 @@
 """What the command-line tools share (dcn_det/cli.py): repeatable --set, the config of a model
 file as the default, devices the machine lacks as one-line errors."""
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -9,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from dcn_det.evaluation.metrics_file import read_metrics
 from dcn_det.cli import add_config_args, add_set_arg, config_from_args, run_main
 from dcn_det.config import ConfigError, load_config
 from dcn_det.distributed import DeviceError, parse_device, select_device
@@ -129,7 +129,7 @@ def test_test_tool_takes_the_checkpoint_config(tiny_checkpoint, monkeypatch):
 def test_test_tool_on_a_checkpoint_alone(tiny_checkpoint):
     assert test_tool.main(["--checkpoint", tiny_checkpoint]) == 0
     out = tiny_checkpoint[:-len(".pth")] + "_test"
-    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    metrics = read_metrics(os.path.join(out, "metrics.json"))
     assert set(metrics["bbox"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     assert os.path.isfile(os.path.join(out, "detections.json"))
 

@@ -1,8 +1,8 @@
 """Rerunning train() in the folder of a finished run: nothing is trained or evaluated again,
 one line says so; only a missing final evaluation is done; --resume none starts over."""
-import json
 import os
 
+from dcn_det.evaluation.metrics_file import read_metrics
 from dcn_det.config import load_config
 from dcn_det.engine.trainer import train
 
@@ -38,7 +38,7 @@ def test_rerun_of_a_finished_run(tiny_config, tmp_path, monkeypatch):
     os.remove(os.path.join(out, "metrics.json"))
     assert train(cfg) == {"bbox": {"AP": 12.5}}
     assert len(evaluations) == 2
-    assert json.load(open(os.path.join(out, "metrics.json"))) == {"bbox": {"AP": 12.5}}
+    assert read_metrics(os.path.join(out, "metrics.json")) == {"bbox": {"AP": 12.5}}
     assert "but its final evaluation did not: evaluating only" in _log(out)
     assert os.path.getmtime(final) == stamps["checkpoints/model_final.pth"]
 

@@ -98,7 +98,7 @@ def test_converts_a_whole_mxnet_detector_for_model_weights(tmp_path, capsys):
         tool.main(["--detector", "--input", "x", "--output", "y", "--format", "torchvision"])
     with pytest.raises(SystemExit):
         tool.main(["--input", "x", "--output", "y", "--format", "dcn_det"])
-    code = tool.run_main(lambda: tool.main(["--detector", "--input", str(tmp_path / "det.pth"),
+    code = run_main(lambda: tool.main(["--detector", "--input", str(tmp_path / "det.pth"),
                                             "--output", str(tmp_path / "o.pth"), "--format",
                                             "mxnet"]))
     assert code == 2 and "det.pth" in capsys.readouterr().err
