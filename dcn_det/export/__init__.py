@@ -7,7 +7,7 @@ files are :mod:`dcn_det.io.model_file`).
   translation table;
 - :mod:`dcn_det.export.onnx_ops`: each ``dcn_det`` operator in standard ONNX operators.
 
-What the graphs take and return: README "Exported models" and DESIGN section 12.
+What the graphs take and return: README "Exported models" and DESIGN section 13.
 """
 from dcn_det.export.onnx_export import (  # noqa: F401
     export_onnx, onnx_translation_table, program_to_onnx)

@@ -5,7 +5,7 @@ arguments are the op's tensors as graph values and its scalar arguments as Pytho
 ``torch.onnx.export(..., custom_translation_table=...)``; :mod:`dcn_det.export.onnx_export`
 maps ``torch.ops.dcn_det.*`` to them. No function uses a custom domain, so the exported file
 runs in any ONNX runtime without a custom-op library. Semantics: docs/DESIGN.md section 4;
-how each translation matches its op, and where it can differ, in section 12.
+how each translation matches its op, and where it can differ, in section 13.
 """
 from onnxscript import opset19 as op
 

@@ -1,5 +1,5 @@
 """Every config under configs/ exports with ``torch.export`` and to ONNX, and both give the
-eager detections (tolerance: docs/DESIGN.md section 12).
+eager detections (tolerance: docs/DESIGN.md section 13).
 
 The configs are found by glob, so a new one is covered without editing this file. Each runs
 reduced (:data:`REDUCE`: ResNet-18 at 1/8 width, a tiny image, few proposals, random weights
@@ -51,7 +51,7 @@ CONFIGS = config_files()
 
 # The reduction: small enough that one export takes seconds, and every discrete step
 # (proposal top-k, NMS, score threshold) far from a tie, so ONNX, the program and eager
-# keep the same boxes (DESIGN section 12).
+# keep the same boxes (DESIGN section 13).
 REDUCE = ["model.backbone.depth=18", "model.backbone.width_mult=0.125",
           "model.backbone.gn_groups=4", "model.backbone.pretrained=''",
           "model.rpn.conv_channels=16", "model.rpn.anchor_scales=[1,2,4]",
@@ -90,7 +90,7 @@ def images() -> List[torch.Tensor]:
 
 def assert_same_detections(got, want: Dict[str, torch.Tensor], what: str) -> None:
     """Same number of detections, same labels in the same order, scores and boxes within
-    the tolerance of DESIGN section 12."""
+    the tolerance of DESIGN section 13."""
     boxes, scores, labels = (torch.as_tensor(g) for g in got)
     assert labels.dtype == torch.int64 and boxes.dtype == scores.dtype == torch.float32, what
     assert boxes.shape == want["boxes"].shape, (what, boxes.shape, want["boxes"].shape)
