@@ -72,7 +72,7 @@ TORCH_LIBRARY(dcn_det, m) {
   // Greedy NMS: boxes (N, 4) XYXY, scores (N,) -> kept indices (K,) int64 by decreasing score.
   m.def("nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
   // NMS within each category idxs (N,) integer: boxes of different categories never suppress
-  // each other. CPU kernel only; dcn_det.ops.batched_nms uses it in eager CPU calls and the
-  // class-offset nms elsewhere (CUDA, torch.compile/export), with the same result.
+  // each other. CPU kernel only; dcn_det.ops.batched_nms uses it for CPU tensors (eager and
+  // traced) and the class-offset nms on CUDA, with the same result.
   m.def("_batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
 }

@@ -76,13 +76,14 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
 
     Two equivalent paths:
 
-    - per category (eager calls on the CPU): the native ``_batched_nms`` kernel runs the greedy
-      NMS on each category's boxes separately, in float64, costing the sum of n_c^2 over the
-      categories rather than N^2;
-    - class offset (CUDA, and under ``torch.compile``/``torch.export``, whose graphs and ONNX
-      mapping know only ``nms``): each category is moved to its own disjoint region of the plane
-      (an offset of ``idxs * (max - min + 1)`` on every coordinate) and a single :func:`nms`
-      runs over all. The shift is done in float64 so that large offsets do not round the boxes.
+    - per category (CPU, eager and under ``torch.compile``/``torch.export``): the native
+      ``_batched_nms`` operator runs the greedy NMS on each category's boxes separately, in
+      float64, costing the sum of n_c^2 over the categories rather than N^2 (ONNX maps it to a
+      class-aware ``NonMaxSuppression``, so no coordinate is shifted);
+    - class offset (CUDA, which has no ``_batched_nms`` kernel): each category is moved to its
+      own disjoint region of the plane (an offset of ``idxs * (max - min + 1)`` on every
+      coordinate) and a single :func:`nms` runs over all. The shift is done in float64 so that
+      large offsets do not round the boxes.
 
     Both visit boxes by decreasing score (ties: lower index first) and compute IoU in float64,
     so they keep the same boxes in the same order whenever the float64 shift is exact (float32
@@ -111,7 +112,7 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
     # branch is then treated as "not empty" and the code below is also correct for N = 0.
     if guard_or_false(boxes.numel() == 0):
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
-    if boxes.device.type == "cpu" and not torch.compiler.is_compiling():
+    if boxes.device.type == "cpu":
         return torch.ops.dcn_det._batched_nms(boxes, scores, idxs, float(iou_threshold))
     return _batched_nms_offset(boxes, scores, idxs, iou_threshold)
 

@@ -1,0 +1,214 @@
+"""Every config under configs/ exports with ``torch.export`` and to ONNX, and both give the
+eager detections (tolerance: docs/DESIGN.md section 13).
+
+The configs are found by glob, so a new one is covered without editing this file. Each runs
+reduced (:data:`REDUCE`: ResNet-18 at 1/8 width, a tiny image, few proposals, random weights
+with a fixed seed and non-zero offsets, score threshold 0 so that every RoI gives
+detections); the paper's structure (heads, deformable stages, modulated convs, pooling) is
+kept. Configs whose reduced models are identical (COCO and VOC differ in the number of classes
+and the anchors, both reduced alike) share one export; each still runs its own eager model
+against the shared files.
+
+Time: an export with dynamic H, W and the ONNX optimizer (the product path,
+:func:`export_onnx`) costs about three times one at a fixed size without the optimizer. The
+demo configs (R-FCN with deformable conv and pooling, Faster R-CNN with group-size-1
+deformable pooling) take the product path at two image sizes; the other configs export at
+the example's size without the optimizer, unless ``DCN_DET_TEST_EXPORT_FULL=1`` asks for the
+product path everywhere.
+"""
+import glob
+import os
+import shutil
+from typing import Dict, List
+
+import pytest
+import torch
+import yaml
+
+from dcn_det.config import load_config
+from dcn_det.export import export_program, load_program, program_to_onnx
+from dcn_det.modeling import build_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SECTIONS = {"_base_", "model", "data", "solver", "test", "runtime"}
+
+
+def config_files() -> List[str]:
+    """Every YAML file under configs/ that is a config (not a base, variants or tests file)."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True)):
+        rel = os.path.relpath(path, ROOT)
+        if f"{os.sep}_base_{os.sep}" in rel:
+            continue
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+        if isinstance(doc, dict) and set(doc) <= SECTIONS:  # variants files map names to lists
+            found.append(rel)
+    return found
+
+
+CONFIGS = config_files()
+
+# The reduction: small enough that one export takes seconds, and every discrete step
+# (proposal top-k, NMS, score threshold) far from a tie, so ONNX, the program and eager
+# keep the same boxes (DESIGN section 13).
+REDUCE = ["model.backbone.depth=18", "model.backbone.width_mult=0.125",
+          "model.backbone.gn_groups=4", "model.backbone.pretrained=''",
+          "model.rpn.conv_channels=16", "model.rpn.anchor_scales=[1,2,4]",
+          "model.rpn.pre_nms_topk_test=60", "model.rpn.post_nms_topk_test=12",
+          "model.head.conv_channels=32", "model.head.score_thresh=0.0",
+          "model.num_classes=3", "data.test.synthetic.num_classes=3",
+          "data.min_size_test=64", "data.max_size_test=96"]
+REDUCE_FAST_RCNN = ["model.head.fc_dim=32"]
+SIZES = [(64, 96), (80, 64)]  # the example (traced), then another size (dynamic H, W)
+FULL = os.environ.get("DCN_DET_TEST_EXPORT_FULL") == "1"
+PRODUCT_PATH = [os.path.join("configs", "demo", name)
+                for name in ("rfcn_dcn_synthetic.yaml", "faster_rcnn_dcn_synthetic.yaml")]
+
+
+def reduced_model(rel: str):
+    """The config's model, reduced, with random weights (seed 0) and offsets that matter."""
+    path = os.path.join(ROOT, rel)
+    cfg = load_config(path, REDUCE)
+    if cfg.model.head.type == "fast_rcnn":
+        cfg = load_config(path, REDUCE + REDUCE_FAST_RCNN)
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "offset" in name:  # zero-initialised: deformable = plain until trained
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+    return cfg, model
+
+
+def images() -> List[torch.Tensor]:
+    gen = torch.Generator().manual_seed(2)
+    return [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen)
+            for h, w in SIZES]
+
+
+def assert_same_detections(got, want: Dict[str, torch.Tensor], what: str) -> None:
+    """Same number of detections, same labels in the same order, scores and boxes within
+    the tolerance of DESIGN section 13."""
+    boxes, scores, labels = (torch.as_tensor(g) for g in got)
+    assert labels.dtype == torch.int64 and boxes.dtype == scores.dtype == torch.float32, what
+    assert boxes.shape == want["boxes"].shape, (what, boxes.shape, want["boxes"].shape)
+    assert torch.equal(labels, want["labels"]), what
+    torch.testing.assert_close(scores, want["scores"], rtol=1e-4, atol=1e-5, msg=what)
+    torch.testing.assert_close(boxes, want["boxes"], rtol=1e-4, atol=1e-3, msg=what)
+
+
+_SHARED: Dict[str, dict] = {}  # reduced model config (repr) -> exported artefacts
+
+
+def _exported(cfg, model, tmp_dir, full: bool) -> dict:
+    """The program and ONNX file of this reduced model; ``full``: dynamic H, W and the ONNX
+    optimizer (what :func:`export_onnx` does). A full export serves later plain requests."""
+    key = repr(cfg.model)
+    if key not in _SHARED or (full and not _SHARED[key]["full"]):
+        pt2 = os.path.join(tmp_dir, "m.pt2")
+        program = export_program(model, images()[0], pt2, dynamic_size=full)
+        onnx_path = program_to_onnx(program, os.path.join(tmp_dir, "m.onnx"), optimize=full)
+        _SHARED[key] = {"program": program, "pt2": pt2, "onnx": onnx_path, "full": full}
+    return _SHARED[key]
+
+
+def _check_config(rel, tmp_dir, full: bool) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    cfg, model = reduced_model(rel)
+    shared = _exported(cfg, model, tmp_dir, full)
+    graph = onnx.load(shared["onnx"]).graph
+    assert {n.domain or "ai.onnx" for n in graph.node} == {"ai.onnx"}  # standard ops only
+    sess = ort.InferenceSession(shared["onnx"], providers=["CPUExecutionProvider"])
+    (inp,) = sess.get_inputs()
+    assert (inp.name, inp.type, inp.shape[0], len(inp.shape)) == ("image", "tensor(uint8)", 3, 3)
+    if shared["full"]:  # dynamic H and W (named dimensions, not numbers)
+        assert all(isinstance(d, str) for d in inp.shape[1:]), inp.shape
+    assert [o.name for o in sess.get_outputs()] == ["boxes", "scores", "labels"]
+    saved = load_program(shared["pt2"]).module()
+    traced = shared["program"].module()
+    for img in images() if shared["full"] else images()[:1]:
+        with torch.no_grad():
+            want = model([img])[0]
+            assert len(want["scores"]) > 0, rel
+            assert_same_detections(traced(img), want, f"{rel}: program at {tuple(img.shape)}")
+            assert_same_detections(saved(img), want, f"{rel}: loaded .pt2 at {tuple(img.shape)}")
+        got = sess.run(None, {"image": img.numpy()})
+        assert_same_detections(got, want, f"{rel}: onnxruntime at {tuple(img.shape)}")
+
+
+# The product path first, so that the configs sharing its models reuse its exports.
+@pytest.mark.slow  # torch.export and ONNX export
+@pytest.mark.parametrize("rel", PRODUCT_PATH)
+def test_demo_config_exports_with_dynamic_size(rel, tmp_path_factory):
+    _check_config(rel, str(tmp_path_factory.mktemp("export")), full=True)
+
+
+@pytest.mark.slow  # torch.export and ONNX export
+@pytest.mark.parametrize("rel", CONFIGS)
+def test_config_exports_and_matches_eager(rel, tmp_path_factory):
+    _check_config(rel, str(tmp_path_factory.mktemp("export")), full=FULL)
+
+
+def test_every_config_is_covered():
+    """The glob finds the paper's configs and the demo and ablation ones (a config moved
+    elsewhere under configs/ is still found; a variants file is not taken for a config)."""
+    names = {os.path.basename(p) for p in CONFIGS}
+    assert len([n for n in names if n.startswith("rfcn_r101")]) == 10
+    assert len([n for n in names if n.startswith("faster_rcnn_r101")]) == 10
+    assert {"rfcn_dcn_synthetic.yaml", "faster_rcnn_dcn_synthetic.yaml",
+            "rfcn_short.yaml"} <= names
+    assert not [n for n in names if n.endswith("_variants.yaml") or n.endswith("_tests.yaml")]
+    assert set(PRODUCT_PATH) <= set(CONFIGS)
+
+
+def readme_snippet() -> str:
+    """The onnxruntime example of the README's "Exported models" section."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    section = text[text.index("## Exported models"):]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start:section.index("```", start)]
+
+
+@pytest.mark.slow  # ONNX export (shared with the demo config's test when it ran first)
+def test_readme_onnxruntime_snippet(tmp_path, tmp_path_factory, monkeypatch):
+    """The README's example runs as written (at the reduced model's test size) and gives the
+    detections of dcn_det's own pipeline: decode, ResizeShortestEdge, model with orig_sizes."""
+    pytest.importorskip("onnxruntime")
+    import cv2
+    import numpy as np
+
+    from dcn_det.data.transforms import (ResizeShortestEdge, decode_image, image_to_tensor,
+                                         resized_shape)
+
+    snippet = readme_snippet()
+    sizes_line = "MIN_SIZE, MAX_SIZE = 600, 1000"
+    assert sizes_line in snippet
+    rule = {}
+    exec(snippet[:snippet.index("session = ")], rule)  # imports, sizes, the resize rule
+    for h, w in [(480, 640), (1000, 300), (600, 600), (7, 2000), (333, 777)]:
+        assert rule["resized_shape"](h, w) == resized_shape(h, w, 600, 1000)
+
+    cfg, model = reduced_model(PRODUCT_PATH[0])
+    shared = _exported(cfg, model, str(tmp_path_factory.mktemp("export")), full=True)
+    shutil.copy(shared["onnx"], str(tmp_path / "model.onnx"))
+    gen = np.random.default_rng(0)
+    photo = cv2.GaussianBlur(gen.integers(0, 256, (50, 70, 3), dtype=np.uint8), (5, 5), 0)
+    cv2.imwrite(str(tmp_path / "photo.jpg"), photo)
+    monkeypatch.chdir(tmp_path)
+    run = {}
+    small = (cfg.data.min_size_test, cfg.data.max_size_test)
+    exec(snippet.replace(sizes_line, f"MIN_SIZE, MAX_SIZE = {small[0]}, {small[1]}"), run)
+    assert run["image"].shape[1:] != photo.shape[:2]  # it was resized
+
+    rgb = decode_image("photo.jpg")
+    no_boxes = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    resized, _ = ResizeShortestEdge([small[0]], small[1])(rgb, no_boxes)
+    with torch.no_grad():
+        want = model([image_to_tensor(resized)], orig_sizes=[rgb.shape[:2]])[0]
+    assert len(want["scores"]) > 0
+    assert_same_detections((run["boxes"], run["scores"], run["labels"]), want, "README snippet")
