@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dcn_det.config import ConfigError, FPNRPNConfig, load_config
+from dcn_det.modeling import build_model
 from dcn_det.modeling.heads import FPNFastRCNNHead
 from dcn_det.modeling.neck import FPN
 from tests.modeling.fpn_tiny import CONFIG_DIR, FPN_DEMO, batch, tiny_fpn
@@ -121,3 +122,22 @@ def test_config_round_trip_keeps_the_fpn_sections():
     cfg = load_config(FPN_DEMO)
     again = config_from_dict(yaml.safe_load(dump(cfg)))
     assert again == cfg and again.model.arch == "faster_rcnn_fpn"
+
+
+def test_full_size_r50_fpn_has_torchvisions_parameter_count():
+    """torchvision's fasterrcnn_resnet50_fpn(num_classes=81, no pretrained weights) has
+    41,757,156 parameters: ours, the same network, has 53,120 fewer (ResNet-50's BatchNorm
+    affine parameters, which are frozen buffers here) and 4 * 1025 fewer (torchvision also
+    regresses a box for the background class): 41,699,936."""
+    cfg = load_config(os.path.join(CONFIG_DIR, "faster_rcnn_fpn", "faster_rcnn_fpn_r50_coco.yaml"))
+    with torch.device("meta"):
+        model = build_model(cfg.model)
+    assert sum(p.numel() for p in model.parameters()) == 41_757_156 - 53_120 - 4 * 1025
+    assert model.rpn.anchor_generator.num_anchors == 3
+    # Deformable pooling adds one offset fc (256*7*7 -> 2*7*7) per level P2-P5.
+    cfg = load_config(os.path.join(CONFIG_DIR, "faster_rcnn_fpn",
+                                   "faster_rcnn_fpn_r50_dpool_coco.yaml"))
+    with torch.device("meta"):
+        dpool = build_model(cfg.model)
+    extra = sum(p.numel() for p in dpool.parameters()) - sum(p.numel() for p in model.parameters())
+    assert extra == 4 * (256 * 49 * 98 + 98)

@@ -83,9 +83,11 @@ def _eval_model(pooler="deformable"):
 def test_fpn_program_matches_eager():
     model, _ = _eval_model()
     torch.manual_seed(1)
-    example = torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8)
+    # An example whose every level (P6 too) is at least 2x2, so that no size is traced as 1;
+    # then smaller images (P5 and P6 of 1x1: 40x50) and odd sizes.
+    example = torch.randint(0, 256, (3, 128, 160), dtype=torch.uint8)
     program = export_program(model, example, None).module()
-    for h, w in [(64, 96), (97, 131)]:
+    for h, w in [(128, 160), (97, 131), (40, 50)]:
         img = torch.randint(0, 256, (3, h, w), dtype=torch.uint8)
         with torch.no_grad():
             want = model([img])[0]
