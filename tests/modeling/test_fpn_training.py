@@ -1,4 +1,6 @@
-"""A tiny deformable FPN detector learns the synthetic shapes end to end."""
+"""A tiny deformable FPN detector (deformable conv in res3-res5, deformable pooling) learns the
+synthetic shapes end to end: on the 8 training images (two batches) its AP50 goes from chance
+(~2) to above 50, and every deformable part that gets gradient moves."""
 import pytest
 import torch
 
@@ -52,7 +54,6 @@ def test_tiny_deformable_fpn_learns_the_shapes():
         optimizer.step()
         totals.append(float(total.detach()))
     first, last = sum(totals[:5]) / 5, sum(totals[-5:]) / 5
-    print("losses", first, last)
     assert last * 3 <= first, (first, last)
     # Deformable parts were trained: offsets moved away from their zero init (the backbone's,
     # and the pooling offset fc of P2, where the RoIs of these small images all go).
@@ -60,5 +61,4 @@ def test_tiny_deformable_fpn_learns_the_shapes():
     offsets += list(model.roi_heads.box_head.pool.offset_fcs[0].parameters())
     assert len(offsets) > 2 and all(float(p.detach().abs().sum()) > 0 for p in offsets)
     ap50 = _ap50(model, images, targets, cfg.model.num_classes)
-    print("AP50 before/after", chance, ap50)
     assert ap50 > max(50.0, chance + 40.0), (chance, ap50)
