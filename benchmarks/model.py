@@ -7,10 +7,11 @@ Usage::
 
 For R-FCN and Faster R-CNN, each at the given ResNet depths, it times the plain model (the
 paper's baseline config) and the full deformable one (deformable conv in res5 + deformable
-pooling), on one 600x1000 image with random weights (COCO heads, 81 classes), and prints the
+pooling); for Faster R-CNN with FPN, the plain FPN model and the one with deformable conv in
+res3-res5 and deformable pooling on P2-P5 (no published GPU ratio); on one 600x1000 image with random weights (COCO heads, 81 classes), and prints the
 DCN/plain ratio beside the paper's Table 4 (on a GPU: R-FCN 0.143 s -> 0.169 s, x1.18; Faster
 R-CNN 0.147 s -> 0.192 s, x1.31). Training iterations use one image and the COCO training
-settings; inference uses the test settings (300 proposals).
+settings; inference uses the test settings (300 proposals; 1000 with FPN).
 """
 import argparse
 import json
@@ -32,6 +33,8 @@ MODELS = {  # name: (plain config, deformable config, paper's GPU ratio)
               0.169 / 0.143),
     "Faster R-CNN": ("configs/faster_rcnn/faster_rcnn_r101_coco.yaml",
                      "configs/faster_rcnn/faster_rcnn_r101_dcn_dpool_coco.yaml", 0.192 / 0.147),
+    "FPN": ("configs/faster_rcnn_fpn/faster_rcnn_fpn_r101_coco.yaml",
+            "configs/faster_rcnn_fpn/faster_rcnn_fpn_r101_dcn_dpool_coco.yaml", None),
 }
 
 
@@ -126,7 +129,8 @@ def main(argv=None):
                        infer_ratio=di / pi, paper_ratio=paper, plain_train_s=pt,
                        dcn_train_s=dt, train_ratio=dt / pt)
             rows.append(row)
-            print(f"{name:<14}{depth:>6}{pi:12.3f}{di:11.3f}{di / pi:7.2f}{paper:7.2f}"
+            shown = f"{paper:7.2f}" if paper is not None else f"{'-':>7}"
+            print(f"{name:<14}{depth:>6}{pi:12.3f}{di:11.3f}{di / pi:7.2f}{shown}"
                   f"{pt:14.3f}{dt:12.3f}{dt / pt:7.2f}", flush=True)
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

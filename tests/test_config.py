@@ -211,7 +211,7 @@ def test_head_section_follows_its_type(tmp_path):
     with pytest.raises(ConfigError, match=r"model\.head\.pooler: not a field of the 'rfcn'"):
         load_config(path, ["model.head.type=rfcn", "model.head.pooler=roi_align"])
     with pytest.raises(ConfigError, match=r"model\.head\.type: 'faster' is not one of 'rfcn', "
-                                          r"'fast_rcnn' \(did you mean 'fast_rcnn'\?\)"):
+                                          r"'fast_rcnn', 'fast_rcnn_fpn' \(did you mean 'fast_rcnn'\?\)"):
         load_config(path, ["model.head.type=faster"])
 
 

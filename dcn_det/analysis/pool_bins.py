@@ -27,6 +27,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from dcn_det.modeling.heads.multilevel_pool import MultiLevelRoIPool
 from dcn_det.ops import DeformPSRoIPool
 
 
@@ -46,7 +47,7 @@ def deformable_pool_of(box_head: nn.Module, branch: str = "cls") -> Optional[Def
         raise ValueError(f"branch must be 'cls' or 'bbox', got {branch!r}")
     if getattr(box_head, "deformable", False):  # R-FCN with deformable PS-RoI pooling
         return getattr(box_head, f"pool_{branch}")
-    if getattr(box_head, "pooler", None) == "deformable":  # Faster R-CNN
+    if getattr(box_head, "pooler", None) == "deformable":  # Faster R-CNN (C4 or FPN)
         return box_head.pool
     return None
 
@@ -67,6 +68,9 @@ def pool_offsets(box_head: nn.Module, feature: torch.Tensor, rois: torch.Tensor,
     Raises:
         ValueError: the head has no deformable pooling.
     """
+    if isinstance(getattr(box_head, "pool", None), MultiLevelRoIPool):
+        raise ValueError("the FPN head's offsets depend on each RoI's level: use "
+                         "deformable_pool_bins, or MultiLevelRoIPool.offsets per level")
     if deformable_pool_of(box_head, branch) is None:
         raise ValueError(f"{type(box_head).__name__} has no deformable RoI pooling (R-FCN: "
                          "model.head.deformable=false; Faster R-CNN: model.head.pooler is not "
@@ -179,6 +183,8 @@ def deformable_pool_bins(box_head: nn.Module, feature: torch.Tensor, boxes: torc
     """
     boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
     rois = torch.cat((torch.full((boxes.shape[0], 1), float(batch_index)), boxes), 1)
+    if isinstance(getattr(box_head, "pool", None), MultiLevelRoIPool):
+        return _fpn_pool_bins(box_head.pool, feature, rois)
     with torch.no_grad():
         offsets = pool_offsets(box_head, feature, rois.to(feature.device),
                                branch=branch).float().cpu()
@@ -200,3 +206,32 @@ def deformable_pool_bins(box_head: nn.Module, feature: torch.Tensor, boxes: torc
     return pool_bin_rects(boxes, field, spatial_scale=pool.spatial_scale,
                           pooled_size=pool.pooled_size, part_size=pool.part_size,
                           trans_std=pool.trans_std)
+
+
+def _fpn_pool_bins(pool: MultiLevelRoIPool, features, rois: torch.Tensor) -> PoolBins:
+    """The bins of the FPN head's deformable pooling: each box on its own level (the level's
+    stride and offset fc), put back in the boxes' order."""
+    if pool.pooler != "deformable":
+        raise ValueError(f"the FPN head pools with {pool.pooler!r}, not deformable RoI pooling "
+                         "(model.head.pooler: deformable): there are no pooling offsets")
+    if isinstance(features, torch.Tensor) or len(features) != len(pool.strides):
+        raise ValueError(f"the FPN head needs its {len(pool.strides)} pyramid levels P2-P5 as "
+                         "feature (the list the head read)")
+    p = pool.pooled_size
+    r = rois.shape[0]
+    out = PoolBins(boxes=rois[:, 1:].clone(), regular=torch.zeros(r, p, p, 4),
+                   shifted=torch.zeros(r, p, p, 4), shift=torch.zeros(r, p, p, 2))
+    levels = pool.levels(rois)
+    for level, feature in enumerate(features):
+        idx = torch.nonzero(levels == level).flatten()
+        if idx.numel() == 0:
+            continue
+        level_rois = rois[idx].to(device=feature.device, dtype=torch.float32)
+        with torch.no_grad():
+            offsets = pool.offsets(level, feature, level_rois).float().cpu()
+        op = pool.pools[level]
+        bins = pool_bin_rects(rois[idx, 1:], offsets, spatial_scale=op.spatial_scale,
+                              pooled_size=op.pooled_size, part_size=op.part_size,
+                              trans_std=op.trans_std)
+        out.regular[idx], out.shifted[idx], out.shift[idx] = bins.regular, bins.shifted, bins.shift
+    return out

@@ -10,15 +10,21 @@ from .convert import ConfigError, config_from_dict
 from .loader import deep_merge, dump, load_config, override_config, parse_override
 from .schema import (
     BackboneConfig,
+    C4HeadBaseConfig,
     Config,
     DataConfig,
     DatasetConfig,
     EvalConfig,
     FastRCNNHeadConfig,
+    FPNFastRCNNHeadConfig,
+    FPNNeckConfig,
+    FPNRPNConfig,
     HeadBaseConfig,
     HeadConfig,
     ModelConfig,
+    NoNeckConfig,
     RFCNHeadConfig,
+    RPNBaseConfig,
     RPNConfig,
     RuntimeConfig,
     SolverConfig,
@@ -26,8 +32,9 @@ from .schema import (
 )
 
 __all__ = [
-    "BackboneConfig", "Config", "ConfigError", "DataConfig", "DatasetConfig", "EvalConfig",
-    "FastRCNNHeadConfig", "HeadBaseConfig", "HeadConfig", "ModelConfig", "RFCNHeadConfig",
-    "RPNConfig", "RuntimeConfig", "SolverConfig", "SyntheticConfig",
+    "BackboneConfig", "C4HeadBaseConfig", "Config", "ConfigError", "DataConfig",
+    "DatasetConfig", "EvalConfig", "FastRCNNHeadConfig", "FPNFastRCNNHeadConfig", "FPNNeckConfig",
+    "FPNRPNConfig", "HeadBaseConfig", "HeadConfig", "ModelConfig", "NoNeckConfig",
+    "RFCNHeadConfig", "RPNBaseConfig", "RPNConfig", "RuntimeConfig", "SolverConfig", "SyntheticConfig",
     "config_from_dict", "deep_merge", "dump", "load_config", "override_config", "parse_override",
 ]

@@ -6,7 +6,8 @@ the builders.
 """
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
-from .schema import DataConfig, HeadBaseConfig, RPNConfig, SolverConfig, SyntheticConfig
+from .schema import (DataConfig, FPNRPNConfig, HeadBaseConfig, ModelConfig, RPNBaseConfig,
+                     SolverConfig, SyntheticConfig)
 
 Problem = Tuple[str, str]  # (field name, message)
 
@@ -16,7 +17,7 @@ def _solver(s: SolverConfig) -> Iterator[Problem]:
         yield "steps", f"{list(s.steps)} must be strictly increasing"
 
 
-def _rpn(r: RPNConfig) -> Iterator[Problem]:
+def _rpn(r: RPNBaseConfig) -> Iterator[Problem]:
     if r.bg_iou > r.fg_iou:
         yield "bg_iou", f"{r.bg_iou} must not exceed model.rpn.fg_iou={r.fg_iou}"
     if r.post_nms_topk_train > r.pre_nms_topk_train:
@@ -25,6 +26,31 @@ def _rpn(r: RPNConfig) -> Iterator[Problem]:
     if r.post_nms_topk_test > r.pre_nms_topk_test:
         yield "post_nms_topk_test", (f"{r.post_nms_topk_test} must not exceed "
                                      f"pre_nms_topk_test={r.pre_nms_topk_test}")
+    if isinstance(r, FPNRPNConfig) and len(r.anchor_sizes) != len(FPN_RPN_LEVELS):
+        yield "anchor_sizes", (f"{list(r.anchor_sizes)} must give one size per FPN level "
+                               f"{', '.join(FPN_RPN_LEVELS)} ({len(FPN_RPN_LEVELS)} values)")
+
+
+# The pyramid levels the FPN RPN runs on (its anchor_sizes give one size per level).
+FPN_RPN_LEVELS = ("p2", "p3", "p4", "p5", "p6")
+
+
+def _model(m: ModelConfig) -> Iterator[Problem]:
+    # The neck, the RPN and the head are tagged sections; an FPN detector needs all three
+    # FPN variants, a single-scale one none of them.
+    fpn = {"neck.type": m.neck.type == "fpn", "rpn.type": m.rpn.type == "fpn",
+           "head.type": m.head.type == "fast_rcnn_fpn"}
+    if any(fpn.values()) and not all(fpn.values()):
+        yield ("neck.type" if not fpn["neck.type"] else
+               "rpn.type" if not fpn["rpn.type"] else "head.type"), (
+            f"the FPN detector needs model.neck.type 'fpn', model.rpn.type 'fpn' and "
+            f"model.head.type 'fast_rcnn_fpn' together; got neck {m.neck.type!r}, rpn "
+            f"{m.rpn.type!r}, head {m.head.type!r}")
+    elif fpn["neck.type"] and m.backbone.res5_dilation > 1:
+        # FPN needs res5 at stride 32 (P5, and P6 = P5 subsampled, at 64).
+        yield "backbone.res5_dilation", (
+            f"{m.backbone.res5_dilation} with model.neck.type 'fpn'; the FPN needs res5 at "
+            f"output stride 32, so set model.backbone.res5_dilation: 1")
 
 
 def _head(h: HeadBaseConfig) -> Iterator[Problem]:
@@ -52,8 +78,8 @@ def _synthetic(s: SyntheticConfig) -> Iterator[Problem]:
 
 
 _RULES: Dict[type, Callable[[Any], Iterator[Problem]]] = {
-    SolverConfig: _solver, RPNConfig: _rpn, HeadBaseConfig: _head, DataConfig: _data,
-    SyntheticConfig: _synthetic,
+    SolverConfig: _solver, RPNBaseConfig: _rpn, HeadBaseConfig: _head, DataConfig: _data,
+    SyntheticConfig: _synthetic, ModelConfig: _model,
 }
 
 

@@ -22,7 +22,7 @@ from typing import (Annotated, Any, Dict, Literal, Optional, Tuple, Union, get_a
 
 from .checks import cross_field_errors
 from .ranges import range_of
-from .schema import ARCH_OF_HEAD, HEAD_CONFIGS, Config
+from .schema import ARCH_OF_HEAD, HEAD_CONFIGS, NECK_CONFIGS, RPN_CONFIGS, Config
 
 logger = logging.getLogger("dcn_det")
 
@@ -122,7 +122,8 @@ def convert_section(cls: type, data: Any, path: KeyPath, origins: Origins):
             raise _error(path + (name,), str(e), origins) from None
     section = cls(**kwargs)
     for name, message in cross_field_errors(section):
-        raise _error(path + (name,), message, origins)
+        # A rule of a section may blame a key of a subsection ("backbone.res5_dilation").
+        raise _error(path + tuple(name.split(".")), message, origins)
     return section
 
 
@@ -144,15 +145,22 @@ def _tagged_choice(union: Any, data: Any, path: KeyPath, origins: Origins) -> ty
     return choices[kind]
 
 
+# Tagged sections: (what, its type key, {type: section class}).
+_TAGGED = (("head", "model.head.type", HEAD_CONFIGS), ("RPN", "model.rpn.type", RPN_CONFIGS),
+           ("neck", "model.neck.type", NECK_CONFIGS))
+
+
 def _other_section(cls: type, key: Any) -> str:
-    """For a key that belongs to the other head type's section: a message that says so."""
-    own = next((t for t, c in HEAD_CONFIGS.items() if c is cls), None)
-    if own is None:
-        return ""
-    for other, sibling in HEAD_CONFIGS.items():
-        if sibling is not cls and key in {f.name for f in fields(sibling)}:
-            return (f"not a field of the {own!r} head (model.head.type); it belongs to "
-                    f"the {other!r} head")
+    """For a key that belongs to another type's section (the other head, RPN or neck): a
+    message that says so."""
+    for what, type_key, choices in _TAGGED:
+        own = next((t for t, c in choices.items() if c is cls), None)
+        if own is None:
+            continue
+        for other, sibling in choices.items():
+            if sibling is not cls and key in {f.name for f in fields(sibling)}:
+                return (f"not a field of the {own!r} {what} ({type_key}); it belongs to "
+                        f"the {other!r} {what}")
     return ""
 
 

@@ -54,21 +54,21 @@ class BackboneConfig(_Section):
 
 
 @dataclass(frozen=True)
-class RPNConfig(_Section):
-    in_feature: Stage = "res4"  # backbone feature the RPN runs on
+class RPNBaseConfig(_Section):
+    """The fields both RPNs share; ``model.rpn.type`` selects the RPN's own section."""
+
+    type: str = ""  # "c4" (one feature map) or "fpn" (P2-P6), fixed by each section
     conv_channels: PositiveInt = 512  # channels of the RPN 3x3 conv
-    anchor_scales: Tuple[PositiveFloat, ...] = (4.0, 8.0, 16.0, 32.0)  # sizes, in units of anchor_stride
     anchor_ratios: Tuple[PositiveFloat, ...] = (0.5, 1.0, 2.0)  # anchor aspect ratios h/w
-    anchor_stride: PositiveInt = 16  # pixels between anchor centres (stride of in_feature)
     objectness: Literal["sigmoid", "softmax"] = "softmax"  # 1 logit per anchor vs 2-way softmax
     batch_size_per_image: PositiveInt = 256  # anchors sampled per image for the loss
     positive_fraction: Fraction = 0.5  # max fraction of positives among sampled anchors
     fg_iou: Fraction = 0.7  # anchor IoU at or above which it is foreground
     bg_iou: Fraction = 0.3  # anchor IoU below which it is background
-    pre_nms_topk_train: PositiveInt = 6000  # proposals kept before NMS, training
-    post_nms_topk_train: PositiveInt = 300  # proposals kept after NMS, training
-    pre_nms_topk_test: PositiveInt = 6000  # proposals kept before NMS, inference
-    post_nms_topk_test: PositiveInt = 300  # proposals kept after NMS, inference
+    pre_nms_topk_train: PositiveInt = 6000  # proposals kept before NMS, training (per level with FPN)
+    post_nms_topk_train: PositiveInt = 300  # proposals kept after NMS, training (per image)
+    pre_nms_topk_test: PositiveInt = 6000  # proposals kept before NMS, inference (per level with FPN)
+    post_nms_topk_test: PositiveInt = 300  # proposals kept after NMS, inference (per image)
     nms_thresh: Fraction = 0.7  # proposal NMS IoU threshold
     min_size: NonNegFloat = 0.0  # proposals with a side below this (input pixels) are dropped
     box_loss_weight: NonNegFloat = 1.0  # weight of the RPN box regression loss
@@ -76,13 +76,46 @@ class RPNConfig(_Section):
 
 
 @dataclass(frozen=True)
+class RPNConfig(RPNBaseConfig):
+    """``model.rpn`` of the single-scale (C4) detectors: anchors on one backbone feature."""
+
+    type: Literal["c4"] = "c4"  # RPN on one feature map
+    in_feature: Stage = "res4"  # backbone feature the RPN runs on
+    anchor_scales: Tuple[PositiveFloat, ...] = (4.0, 8.0, 16.0, 32.0)  # sizes, in units of anchor_stride
+    anchor_stride: PositiveInt = 16  # pixels between anchor centres (stride of in_feature)
+
+
+@dataclass(frozen=True)
+class FPNRPNConfig(RPNBaseConfig):
+    """``model.rpn`` of the FPN detectors: one head shared by P2-P6, one anchor size per level.
+
+    The defaults are detectron2's (``faster_rcnn_R_50_FPN``): a 256-channel head, sigmoid
+    objectness, 2000/1000 proposals per level before NMS (train/test), 1000 per image after,
+    L1 box loss (beta 0), anchors centred on the cell corners (offset 0).
+    """
+
+    type: Literal["fpn"] = "fpn"  # RPN on the FPN levels P2-P6
+    conv_channels: PositiveInt = 256  # channels of the shared 3x3 conv (= the FPN width in detectron2)
+    objectness: Literal["sigmoid", "softmax"] = "sigmoid"  # detectron2: one logit per anchor
+    anchor_sizes: Tuple[PositiveFloat, ...] = (32.0, 64.0, 128.0, 256.0, 512.0)  # anchor side (px) on P2, P3, P4, P5, P6
+    anchor_offset: Annotated[float, Range(0, 1, hi_open=True)] = 0.0  # anchor centre at (j + offset) * stride; 0 = detectron2
+    pre_nms_topk_train: PositiveInt = 2000  # proposals kept per level before NMS, training
+    post_nms_topk_train: PositiveInt = 1000  # proposals kept per image after NMS, training
+    pre_nms_topk_test: PositiveInt = 1000  # proposals kept per level before NMS, inference
+    post_nms_topk_test: PositiveInt = 1000  # proposals kept per image after NMS, inference
+    smooth_l1_beta: NonNegFloat = 0.0  # detectron2's RPN uses L1
+
+
+# The RPN sections by ``type``; the config loader picks one from ``model.rpn.type``.
+RPN_CONFIGS = {"c4": RPNConfig, "fpn": FPNRPNConfig}
+AnyRPNConfig = Union[RPNConfig, FPNRPNConfig]
+
+
+@dataclass(frozen=True)
 class HeadBaseConfig(_Section):
     """The fields both box heads share; ``model.head.type`` selects the head's own section."""
 
-    type: str = ""  # "rfcn" or "fast_rcnn", fixed by each head's section
-    in_feature: Stage = "res5"  # backbone feature the head pools from
-    conv_channels: PositiveInt = 1024  # channels of the 1x1 conv before pooling (256 for fast_rcnn configs)
-    conv_lr_mult: NonNegFloat = 3.0  # learning-rate multiplier of that 1x1 conv
+    type: str = ""  # "rfcn", "fast_rcnn" or "fast_rcnn_fpn", fixed by each head's section
     pooled_size: PositiveInt = 7  # output bins per side of the RoI pooling
     sample_per_part: PositiveInt = 4  # bilinear samples per bin side in deformable pooling
     trans_std: NonNegFloat = 0.1  # scale of the predicted pooling offsets
@@ -103,7 +136,16 @@ class HeadBaseConfig(_Section):
 
 
 @dataclass(frozen=True)
-class RFCNHeadConfig(HeadBaseConfig):
+class C4HeadBaseConfig(HeadBaseConfig):
+    """The fields of the heads on one backbone feature (R-FCN, Faster R-CNN C4)."""
+
+    in_feature: Stage = "res5"  # backbone feature the head pools from
+    conv_channels: PositiveInt = 1024  # channels of the 1x1 conv before pooling (256 for fast_rcnn configs)
+    conv_lr_mult: NonNegFloat = 3.0  # learning-rate multiplier of that 1x1 conv
+
+
+@dataclass(frozen=True)
+class RFCNHeadConfig(C4HeadBaseConfig):
     """``model.head`` of R-FCN: position-sensitive score maps, (deformable) PS-RoI pooling."""
 
     type: Literal["rfcn"] = "rfcn"  # R-FCN head
@@ -113,7 +155,7 @@ class RFCNHeadConfig(HeadBaseConfig):
 
 
 @dataclass(frozen=True)
-class FastRCNNHeadConfig(HeadBaseConfig):
+class FastRCNNHeadConfig(C4HeadBaseConfig):
     """``model.head`` of Faster R-CNN: (deformable) RoI pooling, 2 fc layers."""
 
     type: Literal["fast_rcnn"] = "fast_rcnn"  # Fast R-CNN (2fc) head
@@ -121,11 +163,53 @@ class FastRCNNHeadConfig(HeadBaseConfig):
     fc_dim: PositiveInt = 1024  # width of the two fc layers
 
 
+@dataclass(frozen=True)
+class FPNFastRCNNHeadConfig(HeadBaseConfig):
+    """``model.head`` of Faster R-CNN with FPN: each RoI pooled from one of P2-P5, 2 fc layers.
+
+    A RoI of side ``sqrt(w * h)`` goes to level ``floor(4 + log2(side / 224))`` clamped to
+    2..5 (detectron2's rule). Defaults follow detectron2: RoIAlign with adaptive sampling,
+    class-specific boxes, 512 RoIs per image, L1 box loss, score 0.05, NMS 0.5.
+    """
+
+    type: Literal["fast_rcnn_fpn"] = "fast_rcnn_fpn"  # Fast R-CNN (2fc) on FPN levels
+    pooler: Literal["roi_align", "deformable", "psroi_plain"] = "roi_align"  # per-level RoI pooling
+    sampling_ratio: NonNegInt = 0  # roi_align samples per bin side; 0 = adaptive ceil(bin size)
+    fc_dim: PositiveInt = 1024  # width of the two fc layers
+    class_agnostic_bbox: bool = False  # detectron2 and the official Deformable FPN: one box per class
+    offset_lr_mult: NonNegFloat = 0.01  # the official offset fc of deformable RoI pooling
+    batch_size_per_image: PositiveInt = 512  # RoIs sampled per image for the loss
+    smooth_l1_beta: NonNegFloat = 0.0  # detectron2's box head uses L1
+    score_thresh: Fraction = 0.05  # detections below this score are dropped
+    nms_thresh: Fraction = 0.5  # per-class NMS IoU threshold at inference
+
+
 # The head sections by ``type``; the config loader picks one from ``model.head.type``.
-HEAD_CONFIGS = {"rfcn": RFCNHeadConfig, "fast_rcnn": FastRCNNHeadConfig}
-HeadConfig = Union[RFCNHeadConfig, FastRCNNHeadConfig]
+HEAD_CONFIGS = {"rfcn": RFCNHeadConfig, "fast_rcnn": FastRCNNHeadConfig,
+                "fast_rcnn_fpn": FPNFastRCNNHeadConfig}
+HeadConfig = Union[RFCNHeadConfig, FastRCNNHeadConfig, FPNFastRCNNHeadConfig]
 # The detector family each head type makes.
-ARCH_OF_HEAD = {"rfcn": "rfcn", "fast_rcnn": "faster_rcnn"}
+ARCH_OF_HEAD = {"rfcn": "rfcn", "fast_rcnn": "faster_rcnn", "fast_rcnn_fpn": "faster_rcnn_fpn"}
+
+
+@dataclass(frozen=True)
+class NoNeckConfig(_Section):
+    """``model.neck`` of the single-scale detectors: the backbone's features go straight on."""
+
+    type: Literal["none"] = "none"  # no neck
+
+
+@dataclass(frozen=True)
+class FPNNeckConfig(_Section):
+    """``model.neck`` of the FPN detectors: res2-res5 -> P2-P5, plus P6 = max-pool of P5."""
+
+    type: Literal["fpn"] = "fpn"  # feature pyramid network (Lin et al. 2017)
+    out_channels: PositiveInt = 256  # channels of every pyramid level
+
+
+# The neck sections by ``type``.
+NECK_CONFIGS = {"none": NoNeckConfig, "fpn": FPNNeckConfig}
+NeckConfig = Union[NoNeckConfig, FPNNeckConfig]
 
 
 @dataclass(frozen=True)
@@ -135,7 +219,8 @@ class ModelConfig(_Section):
     pixel_std: Tuple[PositiveFloat, PositiveFloat, PositiveFloat] = (58.395, 57.12, 57.375)  # RGB std, 0-255 scale
     size_divisibility: PositiveInt = 32  # preprocess pads H and W up to a multiple of this
     backbone: BackboneConfig = field(default_factory=BackboneConfig)  # ResNet trunk
-    rpn: RPNConfig = field(default_factory=RPNConfig)  # region proposal network
+    neck: NeckConfig = field(default_factory=NoNeckConfig)  # between backbone and heads: none or fpn (by type)
+    rpn: AnyRPNConfig = field(default_factory=RPNConfig)  # region proposal network (by type: c4 or fpn)
     head: HeadConfig = field(default_factory=RFCNHeadConfig)  # second-stage box head (by type)
     weights: str = ""  # a whole trained detector to fine-tune from (dcn_det checkpoint or inference file, mmdet C4 .pth, official MXNet .params), loaded after backbone.pretrained when a run starts (never on resume); "" = none
     weights_format: Literal["auto", "dcn_det", "mmdet", "mxnet"] = "auto"  # auto: from the file (README "Pretrained weights")
@@ -143,7 +228,8 @@ class ModelConfig(_Section):
 
     @property
     def arch(self) -> str:
-        """The detector family, ``"rfcn"`` or ``"faster_rcnn"``, given by the head's type."""
+        """The detector family, ``"rfcn"``, ``"faster_rcnn"`` or ``"faster_rcnn_fpn"``, given
+        by the head's type."""
         return ARCH_OF_HEAD[self.head.type]
 
 

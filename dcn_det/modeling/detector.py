@@ -1,5 +1,5 @@
 """The two-stage detector: preprocess -> backbone -> RPN -> RoI heads -> postprocess."""
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -8,7 +8,7 @@ from dcn_det.structures import ImageList
 
 
 class TwoStageDetector(nn.Module):
-    """R-FCN or Faster R-CNN, depending on the box head inside ``roi_heads``.
+    """R-FCN or Faster R-CNN (C4 or FPN), depending on the neck and the box head.
 
     Args:
         backbone: module ``x (N, 3, H, W) -> {name: (N, C, H/s, W/s)}``.
@@ -16,24 +16,32 @@ class TwoStageDetector(nn.Module):
         roi_heads: :class:`dcn_det.modeling.heads.roi_heads.RoIHeads`.
         pixel_mean, pixel_std: per-channel RGB normalisation on the 0-255 scale.
         size_divisibility: the padded batch's H and W are multiples of it.
-        rpn_in_feature, head_in_feature: backbone outputs fed to the RPN and the head.
+        rpn_in_feature, head_in_feature: outputs (of the neck, else of the backbone) fed to
+            the RPN and the head: one name each, or a list of names (FPN: the RPN reads
+            P2-P6, the head P2-P5), which they then get as a list of tensors.
+        neck: optional module ``{name: feature} -> {name: feature}`` between the backbone
+            and the heads (the FPN); None = the backbone's features go straight on.
     """
 
     def __init__(self, *, backbone: nn.Module, rpn: nn.Module, roi_heads: nn.Module,
                  pixel_mean: Sequence[float], pixel_std: Sequence[float],
-                 size_divisibility: int = 32, rpn_in_feature: str = "res4",
-                 head_in_feature: str = "res5"):
+                 size_divisibility: int = 32, rpn_in_feature: Union[str, Sequence[str]] = "res4",
+                 head_in_feature: Union[str, Sequence[str]] = "res5",
+                 neck: Optional[nn.Module] = None):
         super().__init__()
         if len(pixel_mean) != 3 or len(pixel_std) != 3 or any(s <= 0 for s in pixel_std):
             raise ValueError(
                 "pixel_mean and pixel_std must be 3 RGB values with std > 0, got "
                 f"pixel_mean={list(pixel_mean)}, pixel_std={list(pixel_std)}")
         self.backbone = backbone
+        self.neck = neck
         self.rpn = rpn
         self.roi_heads = roi_heads
         self.size_divisibility = size_divisibility
-        self.rpn_in_feature = rpn_in_feature
-        self.head_in_feature = head_in_feature
+        self.rpn_in_feature = rpn_in_feature if isinstance(rpn_in_feature, str) \
+            else list(rpn_in_feature)
+        self.head_in_feature = head_in_feature if isinstance(head_in_feature, str) \
+            else list(head_in_feature)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(3, 1, 1),
                              persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(3, 1, 1),
@@ -111,19 +119,31 @@ class TwoStageDetector(nn.Module):
         batch = self.preprocess(images)
         gts = self._check_targets(targets, len(images)) if self.training else None
         features = self.backbone(batch.tensor)
-        for name in (self.rpn_in_feature, self.head_in_feature):
-            if name not in features:
-                raise RuntimeError(
-                    f"backbone returned features {sorted(features)}, the detector needs {name!r}")
-        proposals, rpn_losses = self.rpn(batch, features[self.rpn_in_feature], gts)
-        detections, head_losses = self.roi_heads(features[self.head_in_feature], proposals,
-                                                 batch.image_sizes, gts)
+        if self.neck is not None:
+            features = self.neck(features)
+        proposals, rpn_losses = self.rpn(batch, self._select(features, self.rpn_in_feature),
+                                         gts)
+        detections, head_losses = self.roi_heads(
+            self._select(features, self.head_in_feature), proposals, batch.image_sizes, gts)
         if self.training:
             return {**rpn_losses, **head_losses}
         if orig_sizes is None and targets is not None:
             orig_sizes = [t["orig_size"] if "orig_size" in t else s
                           for t, s in zip(targets, batch.image_sizes)]
         return self.postprocess(detections, batch.image_sizes, orig_sizes)
+
+    @staticmethod
+    def _select(features: Dict[str, torch.Tensor], names: Union[str, List[str]]
+                ) -> Union[torch.Tensor, List[torch.Tensor]]:
+        """``features[names]`` for one name, the list of them for a list of names."""
+        for name in [names] if isinstance(names, str) else names:
+            if name not in features:
+                raise RuntimeError(
+                    f"the backbone (and neck) returned features {sorted(features)}, the "
+                    f"detector needs {name!r}")
+        if isinstance(names, str):
+            return features[names]
+        return [features[n] for n in names]
 
     @staticmethod
     def postprocess(detections: List[Dict[str, torch.Tensor]], image_sizes: List[Tuple[int, int]],

@@ -173,15 +173,20 @@ def test_out_of_range_value_is_refused_with_its_key(path, items):
     head_type = _head_type_for(path)
     data = _nested(path, value)
     if head_type:
-        data["model"]["head"]["type"] = head_type
+        data["model"][path[1]]["type"] = head_type
     with pytest.raises(ConfigError, match=re.escape(".".join(path)) + r": .*(out of range|finite)"):
         config_from_dict(data, source="cfg.yaml")
 
 
 def _is_tuple(path):
     node = Config()
-    for key in path:
+    from dcn_det.config.schema import HEAD_CONFIGS, NECK_CONFIGS, RPN_CONFIGS
+    for i, key in enumerate(path):
         node = getattr(node, key, None)
+        if i == 1 and path[0] == "model" and key in ("head", "rpn", "neck"):
+            # The section of the type that owns the field (not the default's).
+            choices = {"head": HEAD_CONFIGS, "rpn": RPN_CONFIGS, "neck": NECK_CONFIGS}[key]
+            node = choices[_head_type_for(path)]()
         if node is None:
             return False
     return isinstance(node, tuple)
@@ -195,13 +200,14 @@ def _ok_value(annotation):
 
 
 def _head_type_for(path):
-    """The head type that owns a ``model.head`` field (R-FCN, the default, unless only Fast
-    R-CNN has it)."""
-    from dcn_det.config.schema import RFCNHeadConfig
-    if path[:2] != ("model", "head"):
+    """The type of the tagged section (``model.head``, ``model.rpn``, ``model.neck``) that owns
+    a field: the section's default type unless only another type has the field."""
+    from dcn_det.config.schema import HEAD_CONFIGS, NECK_CONFIGS, RPN_CONFIGS
+    choices = {"head": HEAD_CONFIGS, "rpn": RPN_CONFIGS, "neck": NECK_CONFIGS}
+    if path[0] != "model" or len(path) < 3 or path[1] not in choices:
         return None
-    return "rfcn" if path[2] in {f.name for f in dataclasses.fields(RFCNHeadConfig)} \
-        else "fast_rcnn"
+    return next(t for t, c in choices[path[1]].items()
+                if path[2] in {f.name for f in dataclasses.fields(c)})
 
 
 def _nested(path, value):

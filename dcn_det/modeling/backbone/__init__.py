@@ -6,12 +6,13 @@ from dcn_det.weights import LoadReport, check_pixel_stats, load_pretrained
 
 __all__ = ["ResNet", "LoadReport", "load_pretrained", "build_backbone"]
 
-# The detector's RPN reads res4 and its head res5 (DESIGN 3).
+# The single-scale detector's RPN reads res4 and its head res5 (DESIGN 3); FPN reads res2-res5.
 OUT_FEATURES = ("res4", "res5")
 
 
 def build_backbone(cfg_backbone, pixel_mean: Optional[Sequence[float]] = None,
-                   pixel_std: Optional[Sequence[float]] = None) -> ResNet:
+                   pixel_std: Optional[Sequence[float]] = None,
+                   out_features: Sequence[str] = OUT_FEATURES) -> ResNet:
     """Builds the ResNet a BackboneConfig describes, loading pretrained weights if it names any.
 
     Args:
@@ -23,9 +24,11 @@ def build_backbone(cfg_backbone, pixel_mean: Optional[Sequence[float]] = None,
         pixel_mean, pixel_std: the detector's input normalisation (``model.pixel_mean/std``,
             RGB, 0-255 scale); when given, a warning says if the weights were trained with
             other values.
+        out_features: the stages returned: ``("res4", "res5")`` for the single-scale
+            detectors, ``("res2", "res3", "res4", "res5")`` for FPN.
 
     Returns:
-        A ResNet returning ``{"res4", "res5"}``, with ``out_channels`` and ``out_strides``.
+        A ResNet returning ``out_features``, with ``out_channels`` and ``out_strides``.
     """
     model = ResNet(
         depth=cfg_backbone.depth,
@@ -40,7 +43,7 @@ def build_backbone(cfg_backbone, pixel_mean: Optional[Sequence[float]] = None,
         deform_offset_groups=cfg_backbone.deform_offset_groups,
         deform_offset_lr_mult=cfg_backbone.deform_offset_lr_mult,
         deform_offset_mode=cfg_backbone.deform_offset_mode,
-        out_features=OUT_FEATURES,
+        out_features=tuple(out_features),
         stem_pool=cfg_backbone.stem_pool,
     )
     if cfg_backbone.pretrained:

@@ -1,15 +1,17 @@
 """Box heads: R-FCN and Faster R-CNN, and ``build_box_head`` mapping a head config onto them.
 
-Both heads share one interface: ``forward(feature (N, C, H, W), rois (R, 5)) ->
+The heads share one interface: ``forward(feature (N, C, H, W), rois (R, 5)) ->
 (cls_logits (R, K+1), box_deltas (R, B, 4))`` with background at class index K and B = 1 for a
-class-agnostic regressor, else K.
+class-agnostic regressor, else K; the FPN head takes the list of levels P2-P5 as ``feature``.
 """
 from torch import nn
 
 from .fast_rcnn_head import FastRCNNHead
+from .fpn_head import FPNFastRCNNHead
 from .rfcn_head import RFCNHead
 
-__all__ = ["FastRCNNHead", "RFCNHead", "build_box_head"]
+__all__ = ["FastRCNNHead", "FPNFastRCNNHead", "RFCNHead", "build_box_head",
+           "build_fpn_box_head"]
 
 
 def build_box_head(cfg_head, in_channels: int, num_classes: int,
@@ -48,3 +50,26 @@ def build_box_head(cfg_head, in_channels: int, num_classes: int,
     if cfg_head.type == "fast_rcnn":
         return FastRCNNHead(pooler=cfg_head.pooler, fc_dim=cfg_head.fc_dim, **common)
     raise ValueError(f"model.head.type must be 'rfcn' or 'fast_rcnn', got {cfg_head.type!r}")
+
+
+def build_fpn_box_head(cfg_head, in_channels: int, num_classes: int,
+                       strides) -> FPNFastRCNNHead:
+    """Builds the FPN box head of a ``FPNFastRCNNHeadConfig`` (``model.head``).
+
+    Args:
+        cfg_head: read here: pooler, pooled_size, sampling_ratio, sample_per_part, trans_std,
+            offset_lr_mult, fc_dim, class_agnostic_bbox, hidden_init.
+        in_channels: channels of the pyramid levels (``model.neck.out_channels``).
+        num_classes: K object classes, background excluded.
+        strides: strides of P2-P5.
+    """
+    if cfg_head.type != "fast_rcnn_fpn":
+        raise ValueError(f"model.head.type must be 'fast_rcnn_fpn' for an FPN detector, got "
+                         f"{cfg_head.type!r}")
+    return FPNFastRCNNHead(
+        in_channels=in_channels, num_classes=num_classes, strides=tuple(strides),
+        pooler=cfg_head.pooler, pooled_size=cfg_head.pooled_size,
+        sampling_ratio=cfg_head.sampling_ratio, sample_per_part=cfg_head.sample_per_part,
+        trans_std=cfg_head.trans_std, offset_lr_mult=cfg_head.offset_lr_mult,
+        fc_dim=cfg_head.fc_dim, class_agnostic_bbox=cfg_head.class_agnostic_bbox,
+        hidden_init=cfg_head.hidden_init)

@@ -80,7 +80,8 @@ class RoIHeads(nn.Module):
         """Runs the head on ``feature (N, C, H', W')``.
 
         Args:
-            feature: the head's input feature of the padded batch.
+            feature: the head's input feature of the padded batch (the list P2-P5 for the
+                FPN head).
             proposals: per image ``(P_i, 4)`` XYXY input px.
             image_sizes: per image unpadded ``(h, w)`` (clipping of detections).
             targets: in training, per image ``{"boxes": (M_i, 4), "labels": (M_i,) int64}``.
@@ -109,7 +110,8 @@ class RoIHeads(nn.Module):
         Returns:
             ``cls_logits (R, K+1)`` and ``box_deltas (R, B, 4)`` of the ``R`` boxes, in order.
         """
-        rois = boxes_to_rois(boxes).to(device=feature.device, dtype=torch.float32)
+        device = (feature if isinstance(feature, torch.Tensor) else feature[0]).device
+        rois = boxes_to_rois(boxes).to(device=device, dtype=torch.float32)
         cls_logits, deltas = self.box_head(feature, rois)
         r, k = rois.shape[0], self.num_classes
         if cls_logits.shape != (r, k + 1) or deltas.dim() != 3 or deltas.shape[0] != r \
