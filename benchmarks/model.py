@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/model.py [--device cpu|cuda] [--depths 101 50] [--repeats 3]
+                               [--models R-FCN "Faster R-CNN" FPN]
                                [--amp] [--output out/bench_model.json]
 
 For R-FCN and Faster R-CNN, each at the given ResNet depths, it times the plain model (the
@@ -108,6 +109,8 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--depths", type=int, nargs="+", default=[101, 50])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS),
+                   help="which detectors to time (default: all)")
     p.add_argument("--amp", action="store_true", help="float16 autocast (CUDA only)")
     p.add_argument("--output", default=None)
     args = p.parse_args(argv)
@@ -121,7 +124,8 @@ def main(argv=None):
     print(f"device: {machine}  torch {torch.__version__}  600x1000, 1 image, amp={args.amp}")
     print(f"{'model':<14}{'depth':>6}{'plain inf s':>12}{'dcn inf s':>11}{'ratio':>7}"
           f"{'paper':>7}{'plain train s':>14}{'dcn train s':>12}{'ratio':>7}")
-    for name, (plain_cfg, dcn_cfg, paper) in MODELS.items():
+    for name in args.models:
+        plain_cfg, dcn_cfg, paper = MODELS[name]
         for depth in args.depths:
             pi, pt = time_model(plain_cfg, depth, device, args.repeats, args.amp)
             di, dt = time_model(dcn_cfg, depth, device, args.repeats, args.amp)

@@ -12,7 +12,7 @@ What the graphs take and return: README "Exported models" and DESIGN section 13.
 from dcn_det.export.onnx_export import (  # noqa: F401
     export_onnx, onnx_translation_table, program_to_onnx)
 from dcn_det.export.program import (  # noqa: F401
-    MAX_SIDE, MIN_SIDE, SingleImageDetector, export_program, load_program)
+    MAX_SIDE, MIN_SIDE, SingleImageDetector, export_program, load_program, min_side)
 
 # The name the tests of other areas import.
 _onnx_translation_table = onnx_translation_table

@@ -5,8 +5,8 @@ image: a uint8 ``(3, H, W)`` RGB tensor that is already resized (the Predictor's
 :mod:`dcn_det.predictor`), and returns ``(boxes (D, 4) float32 XYXY px of that input image,
 scores (D,), labels (D,) int64)``. Normalisation (pixel mean/std) and padding to the size
 divisibility happen inside. Mapping boxes back to the original image is the caller's job
-(multiply by the size ratios). H and W are dynamic (``torch.export.Dim``, 32..4096) unless
-``dynamic_size=False``; D is data-dependent (score threshold and NMS), which ``torch.export``
+(multiply by the size ratios). H and W are dynamic (``torch.export.Dim``, :func:`min_side`
+(32; 65 for FPN) to 4096) unless ``dynamic_size=False``; D is data-dependent (score threshold and NMS), which ``torch.export``
 represents with unbacked sizes. So the model code on that path must never branch in Python on
 a data-dependent size (use ``guard_or_false``) nor turn the image size into a Python ``int``
 (that fixes H and W); the ``dcn_det`` ops all have fake kernels (``nms`` allocates a
@@ -53,6 +53,18 @@ class SingleImageDetector(nn.Module):
         return det["boxes"], det["scores"], det["labels"]
 
 
+def min_side(model: nn.Module) -> int:
+    """The smallest image side (px) a dynamic-size program of ``model`` accepts.
+
+    ``MIN_SIDE`` (32), or one more than the largest feature stride of the model's neck (65 for
+    FPN, whose P6 has stride 64): then every feature map keeps at least 2 cells per side,
+    since ``torch.export`` specialises a size that can be 1 (the strided P6 subsampling guards
+    on it) and the program would accept one image size only.
+    """
+    strides = getattr(getattr(model, "neck", None), "out_strides", None) or {}
+    return max([MIN_SIDE] + [int(s) + 1 for s in strides.values()])
+
+
 def _check_example(model: nn.Module, image: torch.Tensor) -> None:
     if model.training:
         raise ValueError("export needs the model in eval mode (call model.eval()); the training "
@@ -62,8 +74,9 @@ def _check_example(model: nn.Module, image: torch.Tensor) -> None:
         got = (f"{image.dtype} {tuple(image.shape)}" if isinstance(image, torch.Tensor)
                else type(image).__name__)
         raise ValueError(f"example_image must be a uint8 (3, H, W) RGB tensor, got {got}")
-    if not (MIN_SIDE <= image.shape[1] <= MAX_SIDE and MIN_SIDE <= image.shape[2] <= MAX_SIDE):
-        raise ValueError(f"example_image sides must be in [{MIN_SIDE}, {MAX_SIDE}], got "
+    lo = min_side(model)
+    if not (lo <= image.shape[1] <= MAX_SIDE and lo <= image.shape[2] <= MAX_SIDE):
+        raise ValueError(f"example_image sides must be in [{lo}, {MAX_SIDE}], got "
                          f"{tuple(image.shape[1:])}")
 
 
@@ -89,8 +102,9 @@ def export_program(model: nn.Module, example_image: torch.Tensor, output: Option
     _check_example(model, example_image)
     dynamic_shapes = None
     if dynamic_size:
-        h = torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE)
-        w = torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)
+        lo = min_side(model)
+        h = torch.export.Dim("height", min=lo, max=MAX_SIDE)
+        w = torch.export.Dim("width", min=lo, max=MAX_SIDE)
         dynamic_shapes = {"image": {1: h, 2: w}}
     with torch.no_grad():
         program = torch.export.export(SingleImageDetector(model), (example_image,),

@@ -54,13 +54,20 @@ CONFIGS = config_files()
 # keep the same boxes (DESIGN section 13).
 REDUCE = ["model.backbone.depth=18", "model.backbone.width_mult=0.125",
           "model.backbone.gn_groups=4", "model.backbone.pretrained=''",
-          "model.rpn.conv_channels=16", "model.rpn.anchor_scales=[1,2,4]",
-          "model.rpn.pre_nms_topk_test=60", "model.rpn.post_nms_topk_test=12",
-          "model.head.conv_channels=32", "model.head.score_thresh=0.0",
+          "model.rpn.conv_channels=16", "model.rpn.pre_nms_topk_test=60",
+          "model.rpn.post_nms_topk_test=12", "model.head.score_thresh=0.0",
           "model.num_classes=3", "data.test.synthetic.num_classes=3",
-          "data.min_size_test=64", "data.max_size_test=96"]
-REDUCE_FAST_RCNN = ["model.head.fc_dim=32"]
-SIZES = [(64, 96), (80, 64)]  # the example (traced), then another size (dynamic H, W)
+          "data.min_size_test=72", "data.max_size_test=96"]
+# By architecture (the sections are tagged, so a field of the other one is an error).
+REDUCE_BY_HEAD = {
+    "rfcn": ["model.rpn.anchor_scales=[1,2,4]", "model.head.conv_channels=32"],
+    "fast_rcnn": ["model.rpn.anchor_scales=[1,2,4]", "model.head.conv_channels=32",
+                  "model.head.fc_dim=32"],
+    "fast_rcnn_fpn": ["model.neck.out_channels=16", "model.head.fc_dim=32"],
+}
+# The example (traced), then another size (dynamic H, W); sides >= 65, the smallest an FPN
+# program takes (export.min_side).
+SIZES = [(72, 96), (80, 68)]
 FULL = os.environ.get("DCN_DET_TEST_EXPORT_FULL") == "1"
 PRODUCT_PATH = [os.path.join("configs", "demo", name)
                 for name in ("rfcn_dcn_synthetic.yaml", "faster_rcnn_dcn_synthetic.yaml")]
@@ -69,9 +76,8 @@ PRODUCT_PATH = [os.path.join("configs", "demo", name)
 def reduced_model(rel: str):
     """The config's model, reduced, with random weights (seed 0) and offsets that matter."""
     path = os.path.join(ROOT, rel)
-    cfg = load_config(path, REDUCE)
-    if cfg.model.head.type == "fast_rcnn":
-        cfg = load_config(path, REDUCE + REDUCE_FAST_RCNN)
+    head = load_config(path).model.head.type
+    cfg = load_config(path, REDUCE + REDUCE_BY_HEAD[head])
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()
     gen = torch.Generator().manual_seed(1)

@@ -6,7 +6,7 @@ import torch
 
 from dcn_det.analysis import (OffsetCapture, deformable_pool_bins, detect_with_offsets,
                               effective_dilation_table, has_deformable_pooling, pool_bin_rects)
-from dcn_det.export import export_onnx, export_program
+from dcn_det.export import export_onnx, export_program, min_side
 from dcn_det.modeling.rpn import RPN, FPNAnchorGenerator
 from dcn_det.predictor import Predictor
 from tests.modeling.fpn_tiny import batch, tiny_fpn
@@ -82,20 +82,22 @@ def _eval_model(pooler="deformable", extra=()):
 
 @pytest.mark.slow  # torch.export of a whole detector (minutes on a busy CPU)
 def test_fpn_program_matches_eager():
-    """With images padded to multiples of 128, P5 and P6 are at least 4x4 and 2x2 for every
-    image size export allows (32-4096): PyTorch's shape functions of max-pooling and strided
-    slicing guard on an output side being 1, which a 32-64 px image padded to 32 would make
-    P6 (and P5), so the default padding of 32 cannot export for sizes down to 32."""
-    model, _ = _eval_model(extra=["model.size_divisibility=128"])
+    """With the default padding (32), the program accepts sides from 65 px (P6, stride 64,
+    keeps 2 cells: ``torch.export`` would specialise a side that can be 1) and matches eager
+    at the traced size, odd sizes and the smallest one."""
+    model, _ = _eval_model()
+    assert model.size_divisibility == 32 and min_side(model) == 65
     torch.manual_seed(1)
     example = torch.randint(0, 256, (3, 128, 160), dtype=torch.uint8)
     program = export_program(model, example, None).module()
-    for h, w in [(128, 160), (97, 131), (40, 50)]:
+    for h, w in [(128, 160), (97, 131), (65, 68), (300, 70)]:
         img = torch.randint(0, 256, (3, h, w), dtype=torch.uint8)
         with torch.no_grad():
             want = model([img])[0]
         assert len(want["scores"]) > 0
         _same(program(img), want)
+    with pytest.raises(ValueError, match=r"sides must be in \[65, 4096\]"):
+        export_program(model, torch.zeros((3, 64, 96), dtype=torch.uint8))
 
 
 @pytest.mark.slow  # ONNX export
@@ -103,7 +105,7 @@ def test_fpn_onnx_export(tmp_path):
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
     model, _ = _eval_model("roi_align")
-    img = torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8)
+    img = torch.randint(0, 256, (3, 80, 96), dtype=torch.uint8)
     graph = onnx.load(export_onnx(model, img, str(tmp_path / "m.onnx"))).graph
     ops = {n.op_type for n in graph.node}
     assert "DeformConv" in ops and "NonMaxSuppression" in ops
