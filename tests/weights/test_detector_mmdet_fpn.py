@@ -61,7 +61,8 @@ def test_mmdet_fpn_fills_every_tensor_in_place(tmp_path, caplog, config, dcn):
     # spot checks, by the file's own names: class 17's score row and its 4 box rows stay at
     # row 17 / rows 68-71, the background stays the last score row (mmdetection >= 2.0)
     sd = ckpt["state_dict"]
-    assert torch.equal(state[HEAD + "cls_score.weight"][17], sd["roi_head.bbox_head.fc_cls.weight"][17])
+    assert torch.equal(state[HEAD + "cls_score.weight"][17],
+                       sd["roi_head.bbox_head.fc_cls.weight"][17])
     assert torch.equal(state[HEAD + "cls_score.bias"][80], sd["roi_head.bbox_head.fc_cls.bias"][80])
     assert torch.equal(state[HEAD + "bbox_pred.weight"][68:72],
                        sd["roi_head.bbox_head.fc_reg.weight"][68:72])
@@ -98,6 +99,31 @@ def test_mmdet_fpn_anchors_are_ours_with_offset_0():
                     rows.append([cx - aw / 2, cy - ah / 2, cx + aw / 2, cy + ah / 2])
         torch.testing.assert_close(ours[level].double(), torch.tensor(rows, dtype=torch.float64),
                                    rtol=1e-6, atol=1e-4)
+
+
+def test_mmdet_fpn_rpn_outputs_are_read_in_mmdetections_anchor_order(tmp_path):
+    """mmdetection's RPNHead reads ``rpn_cls (N, A, H, W).permute(0, 2, 3, 1).reshape(N, -1)``
+    and ``rpn_reg (N, 4A, H, W).permute(0, 2, 3, 1).reshape(N, -1, 4)``: anchor ``(i*W + j)*A
+    + a`` gets channel ``a`` and channels ``4a..4a+3``, the order of the anchors above. Ours,
+    after loading, must give the same values at the same indices (float64)."""
+    _, model = fpn_detector()
+    ref = W.detector_reference(model, seed=2)
+    sd = M.checkpoint(ref)["state_dict"]
+    load_detector_weights(model, write(tmp_path, "fpn.pth", M.checkpoint(ref)))
+    head = model.rpn.head.double()
+    x = torch.randn(1, 16, 3, 5, dtype=torch.float64)
+    objectness, deltas = head(x)
+    t = torch.relu(torch.nn.functional.conv2d(x, sd["rpn_head.rpn_conv.weight"].double(),
+                                              sd["rpn_head.rpn_conv.bias"].double(), padding=1))
+    cls = torch.nn.functional.conv2d(t, sd["rpn_head.rpn_cls.weight"].double(),
+                                     sd["rpn_head.rpn_cls.bias"].double())
+    reg = torch.nn.functional.conv2d(t, sd["rpn_head.rpn_reg.weight"].double(),
+                                     sd["rpn_head.rpn_reg.bias"].double())
+    assert objectness.shape == (1, 3 * 5 * 3) and deltas.shape == (1, 45, 4)
+    for i, j, a in ((0, 0, 0), (1, 3, 2), (2, 4, 1)):
+        n = (i * 5 + j) * 3 + a
+        assert objectness[0, n] == cls[0, a, i, j]
+        assert torch.equal(deltas[0, n], reg[0, 4 * a:4 * a + 4, i, j])
 
 
 def test_mmdet_fpn_class_count_change_reinitialises_class_layers(tmp_path, caplog):
