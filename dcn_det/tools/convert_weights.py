@@ -16,8 +16,8 @@ converted file checks them as loading the original would). It prints what was co
 was left out, and the settings the weights need. ``model.backbone.pretrained`` also reads the
 original files directly.
 
-With ``--detector`` it converts a whole detector (an mmdetection C4 checkpoint, an official
-MXNet R-FCN / Faster R-CNN ``.params``, a dcn_det file) to dcn_det's detector names and
+With ``--detector`` it converts a whole detector (an mmdetection C4 or FPN checkpoint, an
+official MXNet R-FCN / Faster R-CNN ``.params``, a dcn_det file) to dcn_det's detector names and
 layouts (background class last): ``{"model": {name: tensor}, "dcn_det_weights": {format,
 num_classes, stride_in_1x1, pixel_mean, pixel_std, flipped_bgr, notes}}``, which ``model.weights``
 loads.

@@ -4,7 +4,7 @@ mmdetection checkpoints and the official MXNet Deformable ConvNets ``.params`` (
 ``load_pretrained(model, path)`` detects the format, maps the names onto the backbone's,
 checks shapes and the filled fraction, and returns a ``LoadReport``; ``convert`` does the same
 without a model for ``tools/convert_weights.py``. ``load_detector_weights(model, path)`` does
-it for a whole detector (``model.weights``: dcn_det, mmdetection C4 and official MXNet
+it for a whole detector (``model.weights``: dcn_det, mmdetection C4 and FPN, official MXNet
 detectors), re-initialising the class-specific layers when the class count differs.
 """
 from dcn_det.weights.detector import (CLASS_LAYERS, detect_detector_format,

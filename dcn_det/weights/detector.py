@@ -1,9 +1,9 @@
 """Whole-detector weights (``model.weights``): fine-tuning from a trained detector.
 
 ``load_detector_weights(model, path)`` reads a dcn_det checkpoint or inference file, an
-mmdetection C4 detector or an official MXNet Deformable ConvNets detector, mapped onto the
-detector's ``state_dict()`` names (``backbone.*``, ``rpn.head.*``, ``roi_heads.box_head.*``),
-then checks and copies it (DESIGN 5.1):
+mmdetection C4 or FPN Faster R-CNN or an official MXNet Deformable ConvNets detector, mapped
+onto the detector's ``state_dict()`` names (``backbone.*``, ``neck.*``, ``rpn.head.*``,
+``roi_heads.box_head.*``), then checks and copies it (DESIGN 5.1):
 
 * same shape: copied;
 * the RPN objectness in the other form (one sigmoid logit per anchor vs dcn_det's softmax pair
@@ -12,7 +12,9 @@ then checks and copies it (DESIGN 5.1):
 * a class-specific layer (``CLASS_LAYERS``) of another shape while the file has another class
   count: left at the model's fresh initialisation, with one warning naming them and both counts;
 * an offset conv of another shape (offset groups): left zero and reported, as for backbones;
-* any other shape difference: a WeightsError naming every tensor with both shapes.
+* any other shape difference: a WeightsError naming every tensor with both shapes;
+* an FPN file (``neck.*`` tensors) into a model without a neck, or the reverse: a WeightsError
+  saying which is which.
 
 Nothing is copied when a check fails. Format detection (``format="auto"``): MXNet's list magic
 or ``.params`` -> ``mxnet``; a torch file whose keys are a dcn_det detector's -> ``dcn_det``,
@@ -43,6 +45,7 @@ _HEAD = "roi_heads.box_head."
 CLASS_LAYERS = tuple(f"{_HEAD}{m}." for m in ("rfcn_cls", "rfcn_bbox", "cls_offset",
                                               "cls_score", "bbox_pred"))
 _RPN_CLS = "rpn.head.cls_logits."
+_NECK = "neck."
 _SETTING = "model.weights_min_fill"
 
 ReadCheckpoint = Callable[[str], Dict[str, Any]]
@@ -169,6 +172,24 @@ def _match(state: Dict[str, torch.Tensor], source: SourceWeights, model_k: Optio
     return to_load, mismatches
 
 
+def _check_architecture(state: Dict[str, torch.Tensor], source: SourceWeights) -> None:
+    """An FPN file into a single-feature model, or the reverse, is refused before the shapes
+    are compared: their RPN and box heads differ in kind, not in a tensor."""
+    model_fpn = any(k.startswith(_NECK) for k in state)
+    file_fpn = any(k.startswith(_NECK) for k in source.tensors)
+    where = f"model.weights {source.path!r} ({source.format})"
+    if model_fpn and not file_fpn:
+        raise WeightsError(f"{where} is a single-feature (C4) detector with no FPN neck "
+                           f"tensors (neck.*), the model an FPN detector (model.neck.type: "
+                           f"fpn): its RPN and box head do not fit; load its backbone with "
+                           f"model.backbone.pretrained instead")
+    if file_fpn and not model_fpn:
+        raise WeightsError(f"{where} is an FPN detector (neck.* tensors), the model has no "
+                           f"neck (model.neck.type: none): use an FPN config "
+                           f"(configs/faster_rcnn_fpn/: model.neck.type fpn, model.rpn.type "
+                           f"fpn, model.head.type fast_rcnn_fpn)")
+
+
 def load_detector_source(model: nn.Module, source: SourceWeights,
                          min_fill: float = DEFAULT_MIN_FILL,
                          pixel_mean: Optional[Sequence[float]] = None,
@@ -183,10 +204,12 @@ def load_detector_source(model: nn.Module, source: SourceWeights,
         pixel_mean, pixel_std: the model's input normalisation, compared with the file's.
 
     Raises:
-        WeightsError: a shape mismatch outside the class-specific layers and offset convs.
+        WeightsError: an FPN file into a model without a neck or the reverse; a shape mismatch
+            outside the class-specific layers and offset convs.
         FillError: under ``min_fill`` was filled.
     """
     state = model.state_dict()
+    _check_architecture(state, source)
     model_k = _num_classes(model)
     report = LoadReport(path=source.path, format=source.format, ignored=list(source.ignored),
                         not_mapped=list(source.not_mapped), flipped_bgr=source.flipped_bgr,
@@ -253,8 +276,8 @@ def load_detector_weights(model: nn.Module, path: str, *, format: str = "auto",
     Args:
         model: the detector, freshly built (its backbone may already hold
             ``model.backbone.pretrained``: every tensor the file fills replaces it).
-        path: a dcn_det checkpoint / inference file, an mmdetection C4 detector checkpoint or
-            an official MXNet R-FCN / Faster R-CNN ``.params``.
+        path: a dcn_det checkpoint / inference file, an mmdetection C4 or FPN Faster R-CNN
+            checkpoint or an official MXNet R-FCN / Faster R-CNN ``.params``.
         format: ``"auto"`` or one of ``DETECTOR_FORMATS`` (``model.weights_format``).
         min_fill, pixel_mean, pixel_std: see ``load_detector_source``.
         read_checkpoint: a verifying reader of dcn_det files (``dcn_det.io.load_file``).

@@ -1,5 +1,7 @@
-"""mmdetection C4 detectors (``faster_rcnn_r50_caffe_c4``-style) mapped onto a whole dcn_det
-detector for ``model.weights`` (DESIGN 5.1).
+"""mmdetection Faster R-CNN detectors mapped onto a whole dcn_det detector for
+``model.weights`` (DESIGN 5.1): C4 (``faster_rcnn_r50_caffe_c4``-style, below) and FPN (a file
+with ``neck.*`` keys: its neck and box head in ``mmdet_fpn.py``, the backbone, RPN and input
+facts here).
 
 Keys (after the ``state_dict`` wrapper)::
 
@@ -21,6 +23,10 @@ start about half a stride off until fine-tuning adjusts them (a note says so). A
 with a softmax objectness (``use_sigmoid=False``: two interleaved channels per anchor, the
 foreground first) is refused, naming the tensor.
 
+mmdetection 1.x files (``meta["mmdet_version"]`` 0.x / 1.x, or a ``bbox_head.*`` outside
+``roi_head``) put the background class first, encode boxes with a +1 and centre anchors
+differently: they are refused, pointing to mmdetection's ``upgrade_model_version.py``.
+
 Input: the checkpoint's ``meta`` holds the training config as text (``meta["config"]`` in
 mmdetection 2, ``meta["cfg"]`` in 3); ``style='caffe'`` means the MSRA Bottleneck
 (``stride_in_1x1``), ``bgr_to_rgb=False`` / ``to_rgb=False`` a BGR-trained stem, which is
@@ -32,6 +38,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from dcn_det.weights.mmdet_fpn import is_fpn, map_fpn_heads
 from dcn_det.weights.source import SourceWeights, WeightsError, flip_stem_to_rgb
 
 _MAP = {"rpn_head.rpn_conv.": "rpn.head.conv.", "rpn_head.rpn_cls.": "rpn.head.cls_logits.",
@@ -82,6 +89,19 @@ def _input_facts(source: SourceWeights, text: Optional[str]) -> None:
         flip_stem_to_rgb(source, "backbone.conv1.weight")
 
 
+def _refuse_version_1(path: str, state: Dict[str, torch.Tensor], meta: Any) -> None:
+    version = meta.get("mmdet_version") if isinstance(meta, dict) else None
+    old = isinstance(version, str) and version.split(".")[0] in ("0", "1")
+    top_head = next((k for k in state if k.startswith("bbox_head.")), None)
+    if old or top_head is not None:
+        raise WeightsError(
+            f"mmdetection checkpoint {path!r} is from mmdetection 1.x ("
+            + (f"meta mmdet_version {version!r}" if old else f"key {top_head!r}")
+            + "): its fc_cls has the background first, its boxes a +1 encoding and its anchors "
+              "another centre; upgrade it with mmdetection's "
+              "tools/model_converters/upgrade_model_version.py first")
+
+
 def from_detector_state(path: str, state: Dict[str, torch.Tensor], meta: Any) -> SourceWeights:
     """Maps an mmdetection detector state dict (read and unwrapped, see ``torch_file.py``).
 
@@ -89,19 +109,25 @@ def from_detector_state(path: str, state: Dict[str, torch.Tensor], meta: Any) ->
         meta: the checkpoint's ``"meta"`` entry (or None).
 
     Raises:
-        WeightsError: the RPN has mmdetection's softmax objectness layout.
+        WeightsError: the RPN has mmdetection's softmax objectness layout; an mmdetection 1.x
+            file; an FPN detector part without an exact counterpart (``mmdet_fpn.py``).
     """
+    _refuse_version_1(path, state, meta)
+    fpn = is_fpn(state)
     source = SourceWeights(path=path, format="mmdet", num_classes=_num_classes(meta, state))
+    heads = []
     for key, value in state.items():
         prefix = next((p for p in _MAP if key.startswith(p)), None)
         if prefix is None:
-            source.not_mapped.append(key)
+            (heads if fpn else source.not_mapped).append(key)
             continue
         rest = key[len(prefix):]
         if prefix == "backbone." and rest.startswith("fc."):
             source.ignored.append(key)
             continue
         source.add(_MAP[prefix] + rest, value, key)
+    if fpn:
+        map_fpn_heads(source, state, heads)
     _input_facts(source, _config_text(meta))
     cls, reg = state.get("rpn_head.rpn_cls.weight"), state.get("rpn_head.rpn_reg.weight")
     if cls is not None and reg is not None and cls.shape[0] * 2 == reg.shape[0]:
@@ -110,6 +136,8 @@ def from_detector_state(path: str, state: Dict[str, torch.Tensor], meta: Any) ->
             f"anchor ({cls.shape[0]} for {reg.shape[0] // 4} anchors), the softmax RPN "
             f"(use_sigmoid=False) whose interleaved layout is not mapped; use a sigmoid-RPN "
             f"checkpoint or model.backbone.pretrained for the backbone alone")
+    if fpn:
+        return source
     if any(k.startswith(_NO_COUNTERPART) for k in state):
         source.notes.append("roi_head.bbox_head (fc_cls, fc_reg on the average-pooled res5 of "
                             "each RoI) has no counterpart in dcn_det's box heads, which keep "
