@@ -222,7 +222,7 @@ class ModelConfig(_Section):
     neck: NeckConfig = field(default_factory=NoNeckConfig)  # between backbone and heads: none or fpn (by type)
     rpn: AnyRPNConfig = field(default_factory=RPNConfig)  # region proposal network (by type: c4 or fpn)
     head: HeadConfig = field(default_factory=RFCNHeadConfig)  # second-stage box head (by type)
-    weights: str = ""  # a whole trained detector to fine-tune from (dcn_det checkpoint or inference file, mmdet C4 .pth, official MXNet .params), loaded after backbone.pretrained when a run starts (never on resume); "" = none
+    weights: str = ""  # a whole trained detector to fine-tune from (dcn_det checkpoint or inference file, mmdet C4 or FPN .pth, official MXNet .params), loaded after backbone.pretrained when a run starts (never on resume); "" = none
     weights_format: Literal["auto", "dcn_det", "mmdet", "mxnet"] = "auto"  # auto: from the file (README "Pretrained weights")
     weights_min_fill: Fraction = 0.5  # loading fails when under this fraction of the detector's tensors was filled
 
