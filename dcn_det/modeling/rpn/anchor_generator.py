@@ -141,13 +141,12 @@ class FPNAnchorGenerator(nn.Module):
         for level, (feature, stride) in enumerate(zip(features, self.strides)):
             h, w = feature.shape[-2:]
             dev = feature.device
-            # Cell k = i * w + j from one flat index (no meshgrid): under torch.export the
-            # coarse levels of small images are 1 cell wide, and a meshgrid of a size-1 axis
-            # would specialise the program to that size.
-            k = torch.arange(h * w, device=dev, dtype=torch.int64)
-            sx = (torch.remainder(k, w).to(torch.float32) + self.offset) * stride
-            sy = (torch.div(k, w, rounding_mode="floor").to(torch.float32) + self.offset) * stride
-            shifts = torch.stack((sx, sy, sx, sy), dim=-1)
+            # Cell (i, j) in row-major order. An exported program never sees a 1-cell level
+            # (export.min_side keeps P6 at 2 cells or more), so the grid may be a meshgrid.
+            sx = (torch.arange(w, device=dev, dtype=torch.float32) + self.offset) * stride
+            sy = (torch.arange(h, device=dev, dtype=torch.float32) + self.offset) * stride
+            yy, xx = torch.meshgrid(sy, sx, indexing="ij")
+            shifts = torch.stack((xx, yy, xx, yy), dim=-1).reshape(-1, 4)
             cell = getattr(self, f"cell_anchors_{level}").to(dev)
             out.append((shifts[:, None, :] + cell[None]).reshape(-1, 4))
         return out
