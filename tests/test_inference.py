@@ -9,18 +9,8 @@ import torch
 
 from dcn_det.inference import (VideoError, detections_to_records, infer_images, infer_video,
                                is_video)
-from dcn_det.predictor import Predictor
-from tests.test_export import NAMES, TinyDetector, tiny_config
-
-
-@pytest.fixture
-def predictor():
-    torch.manual_seed(0)
-    return Predictor.from_model(TinyDetector(), tiny_config(), NAMES, score_thresh=0.0)
-
-
-def random_image(h, w, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+from tests.test_export import NAMES
+from tests.test_predictor import predictor, random_image  # noqa: F401 (fixture)
 
 
 def test_records_are_coco_results_with_names():

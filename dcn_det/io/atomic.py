@@ -135,17 +135,23 @@ def write_chunks(path: str, chunks: Iterable[Buffer], *, root: Optional[str] = N
         os.replace(tmp, path)
         tmp = None
         _fsync_folder(folder)
+    except WriteError:
+        raise
     except OSError as e:
-        if isinstance(e, WriteError):
-            raise
-        reason = e.strerror or str(e) or type(e).__name__
-        err = WriteError(f"cannot write {what} {name} to {folder}: {reason}")
-        err.errno = e.errno if e.errno is not None else errno.EIO
-        raise err from e
+        raise _write_error(e, what, name, folder) from e
     finally:
         if tmp is not None:
             _remove_quietly(tmp)
     return path
+
+
+def _write_error(e: OSError, what: str, name: str, folder: str) -> "WriteError":
+    """``e`` as the one-line :class:`WriteError` naming the file and folder, with the errno of
+    ``e`` (EIO when it has none)."""
+    reason = e.strerror or str(e) or type(e).__name__
+    err = WriteError(f"cannot write {what} {name} to {folder}: {reason}")
+    err.errno = e.errno if e.errno is not None else errno.EIO
+    return err
 
 
 @contextlib.contextmanager
@@ -179,13 +185,10 @@ def temp_path_for(path: str, *, root: Optional[str] = None,
         os.replace(tmp, path)
         tmp = None
         _fsync_folder(folder)
+    except WriteError:
+        raise
     except OSError as e:
-        if isinstance(e, WriteError):
-            raise
-        reason = e.strerror or str(e) or type(e).__name__
-        err = WriteError(f"cannot write {what} {name} to {folder}: {reason}")
-        err.errno = e.errno if e.errno is not None else errno.EIO
-        raise err from e
+        raise _write_error(e, what, name, folder) from e
     finally:
         if tmp is not None:
             _remove_quietly(tmp)
