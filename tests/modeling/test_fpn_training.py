@@ -9,6 +9,7 @@ from dcn_det.data.build import build_train_loader
 from dcn_det.engine.optim import build_optimizer
 from dcn_det.evaluation import VOCEvaluator
 from dcn_det.modeling import build_model
+from tests.modeling.training import train_losses
 from tests.modeling.fpn_tiny import FPN_DEMO
 
 # Trains for tens of seconds.
@@ -43,16 +44,7 @@ def test_tiny_deformable_fpn_learns_the_shapes():
     batches = [next(loader) for _ in range(2)]
     images, targets = batches[0]
     chance = _ap50(model, images, targets, cfg.model.num_classes)
-    totals = []
-    for step in range(120):
-        imgs, tgts = batches[step % len(batches)]
-        losses = model(imgs, tgts)
-        total = sum(losses.values())
-        optimizer.zero_grad()
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        optimizer.step()
-        totals.append(float(total.detach()))
+    totals = train_losses(model, optimizer, batches, 120)
     first, last = sum(totals[:5]) / 5, sum(totals[-5:]) / 5
     assert last * 3 <= first, (first, last)
     # Deformable parts were trained: offsets moved away from their zero init (the backbone's,

@@ -9,6 +9,7 @@ from dcn_det.data.build import build_train_loader
 from dcn_det.engine.optim import build_optimizer
 from dcn_det.evaluation import VOCEvaluator
 from dcn_det.modeling import build_model
+from tests.modeling.training import train_losses
 
 # Trains a model until it overfits (tens of seconds).
 pytestmark = pytest.mark.slow
@@ -28,15 +29,7 @@ def test_tiny_rfcn_dcn_overfits_four_images():
     images, targets = next(build_train_loader(cfg.data, seed=0))
     assert sum(len(t["boxes"]) for t in targets) >= 4
 
-    totals = []
-    for _ in range(200):
-        losses = model(images, targets)
-        total = sum(losses.values())
-        optimizer.zero_grad()
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-        optimizer.step()
-        totals.append(float(total.detach()))
+    totals = train_losses(model, optimizer, [(images, targets)], 200)
     first, last = sum(totals[:5]) / 5, sum(totals[-5:]) / 5
     assert last * 5 <= first, (first, last)
 
