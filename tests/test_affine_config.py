@@ -9,7 +9,7 @@ from dcn_det.analysis import (OffsetCapture, compose_sampling_points, effective_
                               sampling_locations)
 from dcn_det.config import ConfigError, load_config
 from dcn_det.engine.optim import param_groups
-from dcn_det.export import export_onnx, export_program
+from dcn_det.export import export_program, program_to_onnx
 from dcn_det.io.model_file import build_inference_model, export_inference_file, read_model_file
 from dcn_det.modeling import build_model
 from dcn_det.modeling.backbone import ResNet
@@ -164,18 +164,6 @@ def _assert_same(got, want):
         torch.testing.assert_close(g, want[name], rtol=1e-5, atol=1e-4)
 
 
-def test_torch_export_of_an_affine_detector():
-    model, _ = affine_model(modulated=False)
-    example = torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8)
-    program = export_program(model, example, None).module()
-    for h, w in [(64, 96), (80, 64)]:
-        img = torch.randint(0, 256, (3, h, w), dtype=torch.uint8)
-        with torch.no_grad():
-            want = model([img])[0]
-            assert len(want["scores"]) > 0
-            _assert_same(program(img), want)
-
-
 @pytest.mark.slow  # ONNX export
 @pytest.mark.parametrize("cls", [DeformConv2d, ModulatedDeformConv2d])
 def test_onnx_affine_conv_matches_onnxruntime(tmp_path, cls):
@@ -194,12 +182,21 @@ def test_onnx_affine_conv_matches_onnxruntime(tmp_path, cls):
     torch.testing.assert_close(torch.from_numpy(got), conv(x).detach(), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.slow  # ONNX export
-def test_onnx_export_of_an_affine_detector(tmp_path):
+@pytest.mark.slow  # torch.export and ONNX export of a detector
+def test_affine_detector_exports_with_torch_export_and_to_onnx(tmp_path):
+    """The program (dynamic size) gives the eager detections at two sizes, and its ONNX
+    translation has one standard DeformConv per affine deformable conv."""
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
     model, _ = affine_model(modulated=True)
-    img = torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8)
-    graph = onnx.load(export_onnx(model, img, str(tmp_path / "m.onnx"))).graph
-    kinds = [(n.domain or "ai.onnx", n.op_type) for n in graph.node]
+    example = torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8)
+    program = export_program(model, example, None)
+    for h, w in [(64, 96), (80, 64)]:
+        img = torch.randint(0, 256, (3, h, w), dtype=torch.uint8)
+        with torch.no_grad():
+            want = model([img])[0]
+            assert len(want["scores"]) > 0
+            _assert_same(program.module()(img), want)
+    path = program_to_onnx(program, str(tmp_path / "m.onnx"), optimize=False)
+    kinds = [(n.domain or "ai.onnx", n.op_type) for n in onnx.load(path).graph.node]
     assert kinds.count(("ai.onnx", "DeformConv")) == 4

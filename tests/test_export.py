@@ -257,6 +257,7 @@ def _assert_same(got, want):
         torch.testing.assert_close(g, want[name], rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow  # torch.export of a detector
 def test_exported_program_matches_eager(tmp_path, model):
     torch.manual_seed(1)
     example = torch.randint(0, 256, (3, 48, 64), dtype=torch.uint8)
@@ -275,6 +276,7 @@ def test_exported_program_matches_eager(tmp_path, model):
     assert len(counts) > 1 and max(counts) > 0  # detections vary with the input
 
 
+@pytest.mark.slow  # torch.export of a detector
 def test_static_program_rejects_other_sizes(model):
     example = torch.randint(0, 256, (3, 48, 64), dtype=torch.uint8)
     program = export_program(model, example, None, dynamic_size=False).module()

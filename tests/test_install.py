@@ -1,5 +1,6 @@
 """A plain ``pip install .`` (no dev extras) has everything the package imports."""
 import ast
+import functools
 import os
 import sys
 
@@ -17,24 +18,34 @@ DEV_ONLY = {"pytest", "onnx", "onnxscript", "onnxruntime"}
 LAZY_MODULES = {os.path.join("dcn_det", "export", "onnx_ops.py"): "dcn_det.export.onnx_ops"}
 
 
-def _imports():
-    """(file, top-level module name, at module level?) for every absolute import in dcn_det."""
+@functools.lru_cache(maxsize=None)
+def _trees():
+    """(path, syntax tree) of every module of dcn_det, parsed once for all the tests here."""
+    trees = []
     for folder, _, files in os.walk(PACKAGE):
         for name in files:
-            if not name.endswith(".py"):
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                trees.append((path, ast.parse(open(path, encoding="utf-8").read(), path)))
+    return tuple(trees)
+
+
+@functools.lru_cache(maxsize=None)
+def _imports():
+    """(file, top-level module name, at module level?) for every absolute import in dcn_det."""
+    found = []
+    for path, tree in _trees():
+        module_level = {id(n) for n in tree.body}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            else:
                 continue
-            path = os.path.join(folder, name)
-            tree = ast.parse(open(path, encoding="utf-8").read(), path)
-            module_level = {id(n) for n in tree.body}
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Import):
-                    names = [a.name for a in node.names]
-                elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
-                    names = [node.module]
-                else:
-                    continue
-                for n in names:
-                    yield os.path.relpath(path, ROOT), n, id(node) in module_level
+            for n in names:
+                found.append((os.path.relpath(path, ROOT), n, id(node) in module_level))
+    return tuple(found)
 
 
 def _module_imports():
@@ -72,14 +83,10 @@ def test_lazy_modules_are_imported_only_inside_functions():
         if module_level:
             assert name not in lazy, f"{f} imports {name} at import time"
     # "from dcn_det.export import onnx_ops" names the module through its parent package
-    for folder, _, files in os.walk(PACKAGE):
-        for fname in files:
-            if fname.endswith(".py"):
-                path = os.path.join(folder, fname)
-                tree = ast.parse(open(path, encoding="utf-8").read(), path)
-                for node in tree.body:
-                    if isinstance(node, ast.ImportFrom) and node.module in parents:
-                        assert not {f"{node.module}.{a.name}" for a in node.names} & lazy, path
+    for path, tree in _trees():
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module in parents:
+                assert not {f"{node.module}.{a.name}" for a in node.names} & lazy, path
 
 
 def test_install_requires_lists_every_requirement():

@@ -2,8 +2,6 @@
 import json
 import os
 import struct
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -144,8 +142,6 @@ def test_save_png(tmp_path):
 # ---------------------------------------------------------------------------------------
 # The real detector (tiny, random weights) through inference files, Predictor and the tools.
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
@@ -195,11 +191,11 @@ def test_predictor_refuses_bad_files(tmp_path, real):
 
 
 def _run(script, *args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", script), *args],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    from tests.engine.conftest import run_tool
+    return run_tool(script[:-len(".py")], *args, check=False)
 
 
-@pytest.mark.slow  # tools/export.py and tools/infer.py in subprocesses
+@pytest.mark.slow  # the export and infer commands
 def test_export_and_infer_tools_write_pngs(tmp_path, real):
     _, _, ckpt, _, _ = real
     model_file = str(tmp_path / "exported.pth")

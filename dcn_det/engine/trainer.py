@@ -75,6 +75,57 @@ def _eval_images(cfg: Config, class_names) -> Optional[EvalImages]:
                       cfg.test.vis_score_thresh)
 
 
+class RunEvaluation:
+    """The evaluations of one run: each result is recorded where :func:`train` documents.
+
+    Args:
+        cfg: the run's config (``data.test``, ``test.*`` and ``runtime.output_dir`` are read).
+        model: the detector being trained (not the DDP wrapper).
+        device: where ``model`` lives.
+        writer: the run's TensorBoard ``SummaryWriter`` (None on ranks other than 0).
+        rank: this process's rank; only rank 0 writes.
+    """
+
+    def __init__(self, cfg: Config, model, device: torch.device, writer, rank: int):
+        self.cfg, self.model, self.device, self.writer, self.rank = cfg, model, device, writer, rank
+        self._images: Optional[EvalImages] = None
+        self._images_built = False
+
+    def __call__(self, iteration: int, output_dir: Optional[str],
+                 class_names) -> Dict[str, Any]:
+        """Evaluates on ``cfg.data.test``; rank 0 appends the result to ``metrics.json`` and
+        writes it (and the drawn test images) to TensorBoard at ``iteration``.
+
+        Args:
+            iteration: the number of iterations done when the model is evaluated.
+            output_dir: where the evaluator writes its files (None: nowhere).
+            class_names: the training set's class names (None when nothing was trained in
+                this process; the test set's names are drawn then).
+
+        Returns:
+            The evaluation result on rank 0, ``{}`` on other ranks.
+        """
+        # The test loader draws from torch's RNG; forked, an evaluation leaves the training's
+        # random stream as it was, so a run resumed from a checkpoint taken just before an
+        # evaluation continues exactly as the uninterrupted run did.
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            result = evaluate(self.cfg, self.model, self.device, output_dir)
+            if self.rank == 0:
+                self._record(result, iteration, class_names)
+        return result
+
+    def _record(self, result: Dict[str, Any], iteration: int, class_names) -> None:
+        write_metrics(result, self.cfg.runtime.output_dir, iteration)
+        log_eval_metrics(self.writer, result, iteration)
+        if not self._images_built:  # the drawn images are built once, at the first evaluation
+            self._images = _eval_images(self.cfg, class_names)
+            self._images_built = True
+        if self._images is not None:
+            self._images.log(self.writer, self.model, self.device, iteration)
+        self.writer.flush()
+
+
 @logs_traceback("training")
 def train(cfg: Config, resume: str = "auto", final_eval: bool = True) -> Dict[str, Any]:
     """Trains ``cfg`` in ``cfg.runtime.output_dir``; returns the final metrics.
@@ -158,24 +209,7 @@ def train(cfg: Config, resume: str = "auto", final_eval: bool = True) -> Dict[st
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(os.path.join(out, "tensorboard"))
     class_names = None
-    eval_images = None  # built at the first evaluation (rank 0)
-
-    def evaluate_and_log(iteration: int, output_dir: Optional[str]) -> Dict[str, Any]:
-        nonlocal eval_images
-        # The test loader draws from torch's RNG; forked, an evaluation leaves the training's
-        # random stream as it was, so a run resumed from a checkpoint taken just before an
-        # evaluation continues exactly as the uninterrupted run did.
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            result = evaluate(cfg, model, device, output_dir)
-            if rank == 0:
-                write_metrics(result, out, iteration)
-                log_eval_metrics(writer, result, iteration)
-                if eval_images is None:
-                    eval_images = _eval_images(cfg, class_names) or False
-                if eval_images:
-                    eval_images.log(writer, model, device, iteration)
-                writer.flush()
-        return result
+    evaluate_and_log = RunEvaluation(cfg, model, device, writer, rank)
 
     if start_iter < max_iter:
         train_model = model
@@ -208,7 +242,7 @@ def train(cfg: Config, resume: str = "auto", final_eval: bool = True) -> Dict[st
                         and done < max_iter:
                     checkpointer.save(f"model_{it:07d}.pth", checkpoint_state(cfg, done, *parts))
                 if cfg.test.eval_period and done % cfg.test.eval_period == 0 and done < max_iter:
-                    evaluate_and_log(done, None)
+                    evaluate_and_log(done, None, class_names)
                     train_model.train()
                 if du.any_true(stop.signum is not None, device):
                     signum = stop.signum or signal.SIGTERM
@@ -222,7 +256,7 @@ def train(cfg: Config, resume: str = "auto", final_eval: bool = True) -> Dict[st
             checkpointer.save("model_final.pth", checkpoint_state(cfg, max_iter, *parts))
 
     du.barrier()
-    metrics = evaluate_and_log(max_iter, out) if final_eval else {}
+    metrics = evaluate_and_log(max_iter, out, class_names) if final_eval else {}
     if rank == 0:
         if final_eval:
             logger.info("final metrics written to %s", os.path.join(out, METRICS_FILE))

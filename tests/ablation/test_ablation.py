@@ -2,8 +2,6 @@
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -15,6 +13,7 @@ from dcn_det.ablation.runner import subprocess_launcher, write_spec
 from dcn_det.ablation.run_one import final_metrics, is_finished
 from dcn_det.config import ConfigError
 from dcn_det.evaluation.metrics_file import append_metrics
+from tests.engine.conftest import run_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE = os.path.join(ROOT, "configs", "ablation", "rfcn_short.yaml")
@@ -298,10 +297,10 @@ def test_ablate_tool_end_to_end(tiny_config, tmp_path):
                                             "dpool: [model.head.deformable=true]\n")
     tests = _write(tmp_path / "t.yaml", "other: [data.test.synthetic.seed=5]\n")
     out = str(tmp_path / "abl")
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "ablate.py"), "--config", tiny_config,
-           "--variants", variants, "--tests", tests, "--seeds", "0", "1", "--output-dir", out,
-           "--nproc", "2", "--threads", "1"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    args = ["--config", tiny_config, "--variants", variants, "--tests", tests, "--seeds", "0",
+            "1", "--output-dir", out, "--nproc", "2", "--threads", "1"]
+    # The command runs here; each of its runs is a process of its own, as for a user.
+    proc = run_tool("ablate", *args, check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "## Test set `other`" in proc.stdout
     for name in ("results.json", "results.md", "results.png", "results_other.png"):
@@ -310,7 +309,7 @@ def test_ablate_tool_end_to_end(tiny_config, tmp_path):
     assert all(res["variants"][v]["summary"][t]["AP50"]["n"] == 2
                for v in ("plain", "dpool") for t in ("test", "other"))
     # a second call trains nothing
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    again = run_tool("ablate", *args, check=False)
     assert again.returncode == 0 and again.stdout.count("skip ") == 4
     assert "start " not in again.stdout and "resume " not in again.stdout
     assert open(os.path.join(out, "ablate_log.txt")).read().count("skip plain seed 0") == 1

@@ -1,10 +1,14 @@
-"""The engine tests' tiny R-FCN-DCN config (tiny.yaml, trains in seconds on the CPU) and a
-subprocess runner."""
+"""The engine tests' tiny R-FCN-DCN config (tiny.yaml, trains in seconds on the CPU) and two
+runners of the command-line tools: in a subprocess, and in this process."""
+import contextlib
+import importlib
+import io
 import os
 import subprocess
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny.yaml")
@@ -25,5 +29,27 @@ def tool(name, *args, timeout=240, check=True, **popen):
                           **popen)
     if check and proc.returncode != 0:
         raise AssertionError(f"tools/{name}.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
+                             f"\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def run_tool(name, *args, check=True) -> subprocess.CompletedProcess:
+    """Runs the console command ``dcn_det.tools.<name>.run`` in this process, as
+    :func:`tool` runs its script in a subprocess (one intra-op thread, same exit code and
+    output); for tests where the process itself (signals, a crash) is not what is tested.
+    Starting an interpreter costs seconds here; the scripts themselves are run by
+    ``tests/test_commands.py``."""
+    module = importlib.import_module(f"dcn_det.tools.{name}")
+    out, err = io.StringIO(), io.StringIO()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = module.run(list(args))
+    finally:
+        torch.set_num_threads(threads)
+    proc = subprocess.CompletedProcess([name, *args], code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"dcn_det.tools.{name} failed ({code}):\n{proc.stdout[-3000:]}"
                              f"\n{proc.stderr[-3000:]}")
     return proc

@@ -1,11 +1,14 @@
 """train(final_eval=False): the run ends with its final checkpoint and no evaluation."""
 import os
 
+import pytest
+
 from dcn_det.config import load_config
 from dcn_det.engine.trainer import train
 from dcn_det.io.checkpoint import load_file
 
 
+@pytest.mark.slow  # trains the tiny model
 def test_no_final_eval_writes_the_checkpoint_but_no_metrics(tiny_config, tmp_path, monkeypatch):
     out = str(tmp_path / "run")
     cfg = load_config(tiny_config, [f"runtime.output_dir={out}", "solver.max_iter=4",

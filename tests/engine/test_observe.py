@@ -146,9 +146,9 @@ def test_a_crash_leaves_its_traceback_in_log_txt(tiny_config, tmp_path, monkeypa
     assert "Traceback" not in capsys.readouterr().out
 
 
-@pytest.mark.slow  # tools/train.py and tools/test.py in subprocesses
+@pytest.mark.slow  # the train and test commands
 def test_user_errors_stay_one_line_but_the_log_files_get_the_traceback(tiny_config, tmp_path):
-    from .conftest import tool
+    from .conftest import run_tool as tool
     out = str(tmp_path / "run")
     proc = tool("train", "--config", tiny_config, "--output-dir", out, "--resume",
                 str(tmp_path / "no_such.pth"), check=False)

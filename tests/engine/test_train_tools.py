@@ -13,9 +13,9 @@ import torch
 from dcn_det.evaluation.metrics_file import read_lines, read_metrics
 from dcn_det.io.checkpoint import load_file
 
-from .conftest import ROOT, tool
+from .conftest import ROOT, run_tool
 
-# Every test here runs tools/*.py in subprocesses (training the tiny model).
+# Every test here trains the tiny model or runs tools/*.py in a subprocess.
 pytestmark = pytest.mark.slow
 
 
@@ -26,7 +26,7 @@ def _ckpts(out):
 
 def test_train_then_test_writes_metrics(tiny_config, tmp_path):
     out = str(tmp_path / "run")
-    proc = tool("train", "--config", tiny_config, "--output-dir", out)
+    proc = run_tool("train", "--config", tiny_config, "--output-dir", out)
     assert "iter 20/20" in proc.stdout
     for name in ("config.yaml", "metrics.json", "log.txt"):
         assert os.path.isfile(os.path.join(out, name)), name
@@ -41,7 +41,7 @@ def test_train_then_test_writes_metrics(tiny_config, tmp_path):
     assert final["iteration"] == 20 and final["config"]["solver"]["max_iter"] == 20
 
     test_out = str(tmp_path / "test")
-    proc = tool("test", "--config", tiny_config, "--checkpoint",
+    proc = run_tool("test", "--config", tiny_config, "--checkpoint",
                 os.path.join(out, "checkpoints", "model_final.pth"), "--output-dir", test_out)
     tested_lines = read_lines(os.path.join(test_out, "metrics.json"))
     assert len(tested_lines) == 1 and tested_lines[0]["iteration"] is None
@@ -55,7 +55,7 @@ def test_train_then_test_writes_metrics(tiny_config, tmp_path):
 
     # rerunning a finished run trains nothing and changes nothing
     before = os.path.getmtime(os.path.join(out, "checkpoints", "model_final.pth"))
-    proc = tool("train", "--config", tiny_config, "--output-dir", out)
+    proc = run_tool("train", "--config", tiny_config, "--output-dir", out)
     assert "holds a finished run" in proc.stdout and "--resume none" in proc.stdout
     assert os.path.getmtime(os.path.join(out, "checkpoints", "model_final.pth")) == before
     assert read_lines(os.path.join(out, "metrics.json")) == lines
@@ -63,7 +63,7 @@ def test_train_then_test_writes_metrics(tiny_config, tmp_path):
 
 def test_crash_and_resume_gives_the_same_weights(tiny_config, tmp_path):
     ref = str(tmp_path / "ref")
-    tool("train", "--config", tiny_config, "--output-dir", ref, "--set", "solver.keep_last=0")
+    run_tool("train", "--config", tiny_config, "--output-dir", ref, "--set", "solver.keep_last=0")
     out = str(tmp_path / "crash")
     cmd = [sys.executable, os.path.join(ROOT, "tools/train.py"), "--config", tiny_config,
            "--output-dir", out, "--set", "solver.keep_last=0"]
@@ -84,7 +84,7 @@ def test_crash_and_resume_gives_the_same_weights(tiny_config, tmp_path):
     path = os.path.join(out, "checkpoints", newest)
     data = open(path, "rb").read()
     open(path, "wb").write(data[: len(data) // 3])
-    proc = tool("train", "--config", tiny_config, "--output-dir", out, "--set",
+    proc = run_tool("train", "--config", tiny_config, "--output-dir", out, "--set",
                 "solver.keep_last=0")
     skipped = [ln for ln in proc.stdout.splitlines() if "skipping unusable checkpoint" in ln]
     resumed = [ln for ln in proc.stdout.splitlines() if "resumed from" in ln]
@@ -99,11 +99,11 @@ def test_crash_and_resume_gives_the_same_weights(tiny_config, tmp_path):
 
 def test_truncated_newest_checkpoint_is_skipped(tiny_config, tmp_path):
     out = str(tmp_path / "run")
-    tool("train", "--config", tiny_config, "--output-dir", out, "--set", "solver.max_iter=10")
+    run_tool("train", "--config", tiny_config, "--output-dir", out, "--set", "solver.max_iter=10")
     path = os.path.join(out, "checkpoints", "model_final.pth")
     data = open(path, "rb").read()
     open(path, "wb").write(data[:100])
-    proc = tool("train", "--config", tiny_config, "--output-dir", out, "--set",
+    proc = run_tool("train", "--config", tiny_config, "--output-dir", out, "--set",
                 "solver.max_iter=10")
     assert "skipping unusable checkpoint" in proc.stdout and "model_final.pth" in proc.stdout
     # the newest complete periodic checkpoint (iteration 5; none is written at max_iter)
@@ -145,7 +145,7 @@ def test_nan_loss_stops_and_names_iteration(tiny_config, tmp_path):
 
 
 def test_bad_set_key_is_named(tiny_config, tmp_path):
-    proc = tool("train", "--config", tiny_config, "--output-dir", str(tmp_path / "r"), "--set",
+    proc = run_tool("train", "--config", tiny_config, "--output-dir", str(tmp_path / "r"), "--set",
                 "solver.max_itr=5", check=False)
     assert proc.returncode == 2
     assert "solver.max_itr" in proc.stderr and "max_iter" in proc.stderr
@@ -164,13 +164,13 @@ def test_unsafe_checkpoint_is_refused(tiny_config, tmp_path):
     marker = tmp_path / "executed"
     path = tmp_path / "evil.pth"
     torch.save({"model": _Evil(str(marker)), "config": {}}, path)
-    proc = tool("test", "--config", tiny_config, "--checkpoint", str(path), "--output-dir",
+    proc = run_tool("test", "--config", tiny_config, "--checkpoint", str(path), "--output-dir",
                 str(tmp_path / "t"), check=False)
     assert proc.returncode == 2
     assert "evil.pth" in proc.stderr and "weights_only" in proc.stderr
     assert not marker.exists()
     with open(tmp_path / "evil2.pth", "wb") as f:
         pickle.dump({"model": _Evil(str(marker))}, f)
-    proc = tool("test", "--config", tiny_config, "--checkpoint", str(tmp_path / "evil2.pth"),
+    proc = run_tool("test", "--config", tiny_config, "--checkpoint", str(tmp_path / "evil2.pth"),
                 "--output-dir", str(tmp_path / "t"), check=False)
     assert proc.returncode == 2 and not marker.exists()

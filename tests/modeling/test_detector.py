@@ -10,6 +10,7 @@ from dcn_det.modeling import build_model
 from dcn_det.modeling.detector import TwoStageDetector
 from dcn_det.modeling.heads.roi_heads import RoIHeads
 from dcn_det.modeling.rpn import RPN
+from tests.matrix import voc_twins_slow
 
 
 class TinyBackbone(nn.Module):
@@ -173,7 +174,7 @@ def test_config_list_is_complete():
             "ablation/rfcn_short.yaml", "ablation/rfcn_shorter.yaml"} <= set(CONFIGS)
 
 
-@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("name", voc_twins_slow(CONFIGS))
 def test_config_builds_and_runs_one_train_and_one_inference_step(name):
     cfg = load_small(name)
     model = build_model(cfg.model)
@@ -198,7 +199,7 @@ def test_config_builds_and_runs_one_train_and_one_inference_step(name):
         assert det["labels"].min() >= 0 and det["labels"].max() < k
 
 
-@pytest.mark.parametrize("name", PAPER_CONFIGS)
+@pytest.mark.parametrize("name", voc_twins_slow(PAPER_CONFIGS))
 def test_paper_config_builds_at_full_size(name):
     cfg = load_config(str(CONFIG_DIR / name))
     assert cfg.model.backbone.depth == 101

@@ -11,6 +11,7 @@ from dcn_det.config import ConfigError, FPNRPNConfig, load_config
 from dcn_det.modeling import build_model
 from dcn_det.modeling.heads import FPNFastRCNNHead
 from dcn_det.modeling.neck import FPN
+from tests.matrix import voc_twins_slow
 from tests.modeling.fpn_tiny import CONFIG_DIR, FPN_DEMO, batch, tiny_fpn
 
 FPN_CONFIGS = sorted(glob.glob(os.path.join(CONFIG_DIR, "faster_rcnn_fpn", "*.yaml")))
@@ -26,7 +27,7 @@ def test_there_are_24_fpn_configs():
     assert len(names) == 24
 
 
-@pytest.mark.parametrize("path", FPN_CONFIGS, ids=os.path.basename)
+@pytest.mark.parametrize("path", voc_twins_slow(FPN_CONFIGS, ids=os.path.basename))
 def test_every_fpn_config_trains_and_infers(path):
     cfg = load_config(path)
     assert cfg.model.neck.type == "fpn" and cfg.model.backbone.res5_dilation == 1

@@ -112,6 +112,7 @@ def test_config_build_and_one_train_step():
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
+@pytest.mark.slow  # torch.export of a detector
 def test_torch_export_of_the_detector():
     model, _ = _small_model()
     model.eval()

@@ -221,6 +221,7 @@ def test_capture_records_the_expanded_offsets_and_sampling_points(cls):
             torch.testing.assert_close(pts[0, k], yx.flip(0), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # torch.compile
 def test_torch_compile_fullgraph_affine():
     torch._dynamo.reset()
     module = ModulatedDeformConv2d(4, 3, 3, padding=1, offset_groups=2, offset_mode="affine")

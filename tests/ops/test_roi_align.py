@@ -155,6 +155,7 @@ def test_opcheck():
                           (grad, rois, 0.5, 2, 3, 2, 3, 6, 7, 2, True))
 
 
+@pytest.mark.slow  # torch.compile
 @pytest.mark.parametrize("dynamic", [False, True])
 def test_compile_fullgraph_module(dynamic):
     module = RoIAlign((2, 3), spatial_scale=0.5, sampling_ratio=2, aligned=True)

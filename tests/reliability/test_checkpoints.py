@@ -424,9 +424,9 @@ def test_disk_full_names_the_folder_and_leaves_no_partial_file(tmp_path, cfg, mo
 # tools/train.py end to end
 
 
-@pytest.mark.slow  # trains the tiny model in subprocesses
+@pytest.mark.slow  # trains the tiny model
 def test_train_skips_a_flipped_final_cleans_temporaries_and_refuses_wrong_files(tmp_path):
-    from tests.engine.conftest import tool
+    from tests.engine.conftest import run_tool as tool
     out = str(tmp_path / "run")
     short = ["--set", "solver.max_iter=10"]
     tool("train", "--config", TINY_CONFIG, "--output-dir", out, *short)
