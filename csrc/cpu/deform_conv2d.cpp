@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "common/bilinear.h"
+#include "common/op_checks.h"
 
 namespace dcn_det {
 namespace {
@@ -286,71 +287,16 @@ std::vector<Span> make_spans(int64_t rows, int64_t L, int64_t elem_size) {
   return spans;
 }
 
-// Checks every shape relation and returns the geometry; a direct torch.ops call with bad
-// arguments fails here with a message instead of reading out of bounds.
+// The shared checks (common/op_checks.h), then the geometry the kernels use.
 Geometry check_args(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& offset,
                     const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& bias,
                     int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
                     int64_t dil_h, int64_t dil_w, int64_t groups, int64_t offset_groups) {
-  TORCH_CHECK(input.dim() == 4, "deform_conv2d: input must be (N, C_in, H, W), got ",
-              input.sizes());
-  TORCH_CHECK(weight.dim() == 4, "deform_conv2d: weight must be (C_out, C_in/groups, kh, kw), got ",
-              weight.sizes());
-  TORCH_CHECK(offset.dim() == 4, "deform_conv2d: offset must be (N, 2*G*kh*kw, H_out, W_out), got ",
-              offset.sizes());
-  TORCH_CHECK(stride_h > 0 && stride_w > 0, "deform_conv2d: stride must be positive, got (",
-              stride_h, ", ", stride_w, ")");
-  TORCH_CHECK(dil_h > 0 && dil_w > 0, "deform_conv2d: dilation must be positive, got (", dil_h,
-              ", ", dil_w, ")");
-  TORCH_CHECK(pad_h >= 0 && pad_w >= 0, "deform_conv2d: padding must be >= 0, got (", pad_h, ", ",
-              pad_w, ")");
-  TORCH_CHECK(groups > 0 && offset_groups > 0, "deform_conv2d: groups (", groups,
-              ") and offset_groups (", offset_groups, ") must be positive");
-  Geometry G{input.size(0), input.size(1), input.size(2), input.size(3), weight.size(0),
-             weight.size(2), weight.size(3), 0, 0, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
-             groups, offset_groups};
-  TORCH_CHECK(G.kh > 0 && G.kw > 0, "deform_conv2d: kernel size must be positive, got weight ",
-              weight.sizes());
-  TORCH_CHECK(weight.size(1) * groups == G.c_in, "deform_conv2d: weight ", weight.sizes(),
-              " with groups=", groups, " needs input with ", weight.size(1) * groups,
-              " channels, got input ", input.sizes());
-  TORCH_CHECK(G.c_out % groups == 0, "deform_conv2d: C_out=", G.c_out,
-              " must be divisible by groups=", groups);
-  TORCH_CHECK(G.c_in % offset_groups == 0, "deform_conv2d: C_in=", G.c_in,
-              " must be divisible by offset_groups=", offset_groups);
-  // Checked before dividing: C++ division truncates toward zero, so a negative span would
-  // otherwise give one output row.
-  const int64_t span_h = G.h + 2 * pad_h - (dil_h * (G.kh - 1) + 1);
-  const int64_t span_w = G.w + 2 * pad_w - (dil_w * (G.kw - 1) + 1);
-  TORCH_CHECK(span_h >= 0 && span_w >= 0, "deform_conv2d: input ", input.sizes(),
-              " is too small for weight ", weight.sizes(), " with padding (", pad_h, ", ", pad_w,
-              ") and dilation (", dil_h, ", ", dil_w, ")");
-  G.h_out = span_h / stride_h + 1;
-  G.w_out = span_w / stride_w + 1;
-  TORCH_CHECK(G.HW() < (int64_t(1) << 31), "deform_conv2d: input planes larger than 2^31");
-  const std::vector<int64_t> off_shape = {G.n, 2 * offset_groups * G.K(), G.h_out, G.w_out};
-  TORCH_CHECK(offset.sizes() == at::IntArrayRef(off_shape), "deform_conv2d: offset must be ",
-              at::IntArrayRef(off_shape), ", got ", offset.sizes());
-  TORCH_CHECK(offset.scalar_type() == input.scalar_type() &&
-                  weight.scalar_type() == input.scalar_type(),
-              "deform_conv2d: input, weight and offset must share one dtype, got ",
-              input.scalar_type(), ", ", weight.scalar_type(), ", ", offset.scalar_type());
-  TORCH_CHECK(input.device().is_cpu() && weight.device().is_cpu() && offset.device().is_cpu(),
-              "deform_conv2d (CPU kernel): all tensors must be on the CPU");
-  if (mask.has_value() && mask->defined()) {
-    const std::vector<int64_t> m_shape = {G.n, offset_groups * G.K(), G.h_out, G.w_out};
-    TORCH_CHECK(mask->sizes() == at::IntArrayRef(m_shape), "deform_conv2d: mask must be ",
-                at::IntArrayRef(m_shape), ", got ", mask->sizes());
-    TORCH_CHECK(mask->scalar_type() == input.scalar_type() && mask->device().is_cpu(),
-                "deform_conv2d: mask must be a CPU tensor of dtype ", input.scalar_type());
-  }
-  if (bias.has_value() && bias->defined()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == G.c_out, "deform_conv2d: bias must be (",
-                G.c_out, ",), got ", bias->sizes());
-    TORCH_CHECK(bias->scalar_type() == input.scalar_type() && bias->device().is_cpu(),
-                "deform_conv2d: bias must be a CPU tensor of dtype ", input.scalar_type());
-  }
-  return G;
+  const checks::ConvShape s =
+      checks::deform_conv2d(input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w,
+                            dil_h, dil_w, groups, offset_groups, checks::Backend::kCPU);
+  return Geometry{s.n,     s.c_in,   s.h,      s.w,      s.c_out, s.kh,  s.kw,  s.h_out, s.w_out,
+                  stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, groups, offset_groups};
 }
 
 at::Tensor deform_conv2d_forward_cpu(const at::Tensor& input_, const at::Tensor& weight_,
@@ -409,13 +355,8 @@ deform_conv2d_backward_cpu(const at::Tensor& grad_output_, const at::Tensor& inp
                            int64_t dil_w, int64_t groups, int64_t offset_groups) {
   const Geometry G = check_args(input_, weight_, offset_, mask_, bias_, stride_h, stride_w, pad_h,
                                 pad_w, dil_h, dil_w, groups, offset_groups);
-  const std::vector<int64_t> out_shape = {G.n, G.c_out, G.h_out, G.w_out};
-  TORCH_CHECK(grad_output_.sizes() == at::IntArrayRef(out_shape),
-              "deform_conv2d backward: grad_output must be ", at::IntArrayRef(out_shape), ", got ",
-              grad_output_.sizes());
-  TORCH_CHECK(grad_output_.scalar_type() == input_.scalar_type() && grad_output_.device().is_cpu(),
-              "deform_conv2d backward: grad_output must be a CPU tensor of dtype ",
-              input_.scalar_type());
+  const checks::ConvShape shape{G.n, G.c_in, G.h, G.w, G.c_out, G.kh, G.kw, G.h_out, G.w_out};
+  checks::deform_conv2d_grad(grad_output_, input_, shape);
   const bool has_mask = mask_.has_value() && mask_->defined();
   const bool has_bias = bias_.has_value() && bias_->defined();
   const at::Tensor input = input_.contiguous(), offset = offset_.contiguous();

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "common/bilinear.h"
+#include "common/op_checks.h"
 #include "common/psroi_geometry.h"
 
 namespace dcn_det {
@@ -130,49 +131,17 @@ inline void pool_bin(const Tap<T>* taps, int64_t n, const T* plane, T* out, T* c
   *cnt = static_cast<T>(n);
 }
 
+// The shared checks (common/op_checks.h), then the dimensions the kernels use.
 Dims check_and_dims(const at::Tensor& input, const at::Tensor& rois,
                     const c10::optional<at::Tensor>& offset, int64_t output_dim,
                     int64_t group_size, int64_t pooled_size, int64_t part_size,
                     int64_t sample_per_part) {
-  TORCH_CHECK(input.dim() == 4, "deform_psroi_pool: input must be (N, C, H, W), got shape ",
-              input.sizes());
-  TORCH_CHECK(rois.dim() == 2 && rois.size(1) == 5,
-              "deform_psroi_pool: rois must be (R, 5) rows [batch_index, x1, y1, x2, y2], got shape ",
-              rois.sizes());
-  TORCH_CHECK(input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
-              "deform_psroi_pool: the CPU kernel supports float32 and float64 input, got ",
-              input.scalar_type());
-  TORCH_CHECK(rois.scalar_type() == input.scalar_type(), "deform_psroi_pool: rois dtype ",
-              rois.scalar_type(), " must equal input dtype ", input.scalar_type());
-  TORCH_CHECK(output_dim > 0 && group_size > 0 && pooled_size > 0 && part_size > 0 &&
-                  sample_per_part > 0,
-              "deform_psroi_pool: output_dim, group_size, pooled_size, part_size and "
-              "sample_per_part must be positive, got ",
-              output_dim, ", ", group_size, ", ", pooled_size, ", ", part_size, ", ",
-              sample_per_part);
-  TORCH_CHECK(input.size(2) > 0 && input.size(3) > 0,
-              "deform_psroi_pool: input must have a non-empty spatial size, got shape ",
-              input.sizes());
-  TORCH_CHECK(input.size(1) == output_dim * group_size * group_size,
-              "deform_psroi_pool: input must have output_dim*group_size^2 = ",
-              output_dim * group_size * group_size, " channels, got shape ", input.sizes());
-  Dims d{input.size(1), input.size(2), input.size(3), rois.size(0), output_dim, group_size,
-         pooled_size, part_size, sample_per_part, output_dim, 0};
-  if (offset.has_value() && offset->defined()) {
-    const at::Tensor& o = *offset;
-    TORCH_CHECK(o.scalar_type() == input.scalar_type(), "deform_psroi_pool: offset dtype ",
-                o.scalar_type(), " must equal input dtype ", input.scalar_type());
-    TORCH_CHECK(o.dim() == 4 && o.size(0) == rois.size(0) && o.size(1) > 0 &&
-                    o.size(1) % 2 == 0 && o.size(2) == part_size && o.size(3) == part_size,
-                "deform_psroi_pool: offset must be (R=", rois.size(0), ", 2*C_off, part_size=",
-                part_size, ", part_size=", part_size, "), got shape ", o.sizes());
-    const int64_t classes = o.size(1) / 2;
-    TORCH_CHECK(output_dim % classes == 0, "deform_psroi_pool: output_dim (", output_dim,
-                ") must be divisible by the offset classes C_off = offset.size(1)/2 = ", classes);
-    d.channels_per_class = output_dim / classes;
-    d.offset_channels = o.size(1);
-  }
-  return d;
+  const checks::PSRoIShape s =
+      checks::deform_psroi_pool(input, rois, offset, output_dim, group_size, pooled_size,
+                                part_size, sample_per_part, checks::Backend::kCPU);
+  return Dims{s.channels,      s.height,     s.width,   s.num_rois,
+              output_dim,      group_size,   pooled_size, part_size,
+              sample_per_part, s.channels_per_class, s.offset_channels};
 }
 
 // Errors (instead of reading out of bounds) on a batch index outside [0, N), and on
@@ -277,14 +246,8 @@ std::tuple<at::Tensor, at::Tensor> backward_cpu(
     int64_t sample_per_part, double trans_std) {
   const Dims d = check_and_dims(input_, rois_, offset_, output_dim, group_size, pooled_size,
                                 part_size, sample_per_part);
-  const std::vector<int64_t> out_shape{d.num_rois, output_dim, pooled_size, pooled_size};
-  TORCH_CHECK(grad_output_.sizes() == out_shape && count_.sizes() == out_shape,
-              "_deform_psroi_pool_backward: grad_output and count must be (R, output_dim, P, P) = ",
-              at::IntArrayRef(out_shape), ", got ", grad_output_.sizes(), " and ", count_.sizes());
-  TORCH_CHECK(grad_output_.scalar_type() == input_.scalar_type() &&
-                  count_.scalar_type() == input_.scalar_type(),
-              "_deform_psroi_pool_backward: grad_output and count must have the input's dtype ",
-              input_.scalar_type());
+  checks::deform_psroi_pool_grad(grad_output_, count_, input_, d.num_rois, output_dim,
+                                 pooled_size);
   const at::Tensor input = input_.contiguous();
   const at::Tensor rois = rois_.contiguous();
   const at::Tensor grad_output = grad_output_.contiguous();

@@ -14,6 +14,8 @@
 #include <cmath>
 #include <vector>
 
+#include "common/op_checks.h"
+
 namespace dcn_det {
 namespace {
 
@@ -102,21 +104,7 @@ inline bool visited_before(double a, int64_t ia, double b, int64_t ib) {
 // pool): the whole kernel is a few ms, and a pool barrier on a loaded machine cost more.
 at::Tensor batched_nms_cpu(const at::Tensor& boxes_, const at::Tensor& scores_,
                            const at::Tensor& idxs_, double iou_threshold) {
-  TORCH_CHECK(boxes_.dim() == 2 && boxes_.size(1) == 4,
-              "_batched_nms: boxes must have shape (N, 4) XYXY, got ", boxes_.sizes());
-  TORCH_CHECK(scores_.dim() == 1 && scores_.size(0) == boxes_.size(0),
-              "_batched_nms: scores must have shape (N,) = (", boxes_.size(0), ",), got ",
-              scores_.sizes());
-  TORCH_CHECK(idxs_.dim() == 1 && idxs_.size(0) == boxes_.size(0),
-              "_batched_nms: idxs must have shape (N,) = (", boxes_.size(0), ",), got ",
-              idxs_.sizes());
-  TORCH_CHECK(at::isFloatingType(boxes_.scalar_type()) && at::isFloatingType(scores_.scalar_type()),
-              "_batched_nms: boxes and scores must be floating point, got ",
-              boxes_.scalar_type(), " and ", scores_.scalar_type());
-  TORCH_CHECK(at::isIntegralType(idxs_.scalar_type(), /*includeBool=*/false),
-              "_batched_nms: idxs must be an integer tensor, got ", idxs_.scalar_type());
-  TORCH_CHECK(boxes_.device().is_cpu() && scores_.device().is_cpu() && idxs_.device().is_cpu(),
-              "_batched_nms (CPU kernel): all tensors must be on the CPU");
+  checks::batched_nms(boxes_, scores_, idxs_);
   const int64_t n = boxes_.size(0);
   if (n == 0) return at::empty({0}, boxes_.options().dtype(at::kLong));
   const at::Tensor boxes = boxes_.contiguous(), scores = scores_.contiguous();
@@ -167,14 +155,7 @@ at::Tensor batched_nms_cpu(const at::Tensor& boxes_, const at::Tensor& scores_,
 }
 
 at::Tensor nms_cpu(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold) {
-  TORCH_CHECK(boxes.dim() == 2 && boxes.size(1) == 4,
-              "nms: boxes must have shape (N, 4) XYXY, got ", boxes.sizes());
-  TORCH_CHECK(scores.dim() == 1 && scores.size(0) == boxes.size(0),
-              "nms: scores must have shape (N,) = (", boxes.size(0), ",), got ", scores.sizes());
-  TORCH_CHECK(scores.scalar_type() == boxes.scalar_type(), "nms: scores has dtype ",
-              scores.scalar_type(), " but boxes has dtype ", boxes.scalar_type());
-  TORCH_CHECK(scores.device() == boxes.device(), "nms: scores is on ", scores.device(),
-              " but boxes is on ", boxes.device());
+  checks::nms(boxes, scores);
   if (boxes.size(0) == 0) return at::empty({0}, boxes.options().dtype(at::kLong));
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES(boxes.scalar_type(), "nms_cpu", [&] {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/bilinear.h"
+#include "common/op_checks.h"
 
 namespace dcn_det {
 namespace {
@@ -114,20 +115,6 @@ void check_rois_values(const T* rois, int64_t num_rois, int64_t batch_size) {
   }
 }
 
-void check_common(const at::Tensor& rois, const at::Tensor& ref, const char* ref_name,
-                  int64_t pooled_height, int64_t pooled_width) {
-  TORCH_CHECK(rois.dim() == 2 && rois.size(1) == 5,
-              "roi_align: rois must have shape (R, 5) rows [batch_index, x1, y1, x2, y2], got ",
-              rois.sizes());
-  TORCH_CHECK(rois.scalar_type() == ref.scalar_type(), "roi_align: rois has dtype ",
-              rois.scalar_type(), " but ", ref_name, " has dtype ", ref.scalar_type());
-  TORCH_CHECK(rois.device() == ref.device(), "roi_align: rois is on ", rois.device(), " but ",
-              ref_name, " is on ", ref.device());
-  TORCH_CHECK(pooled_height > 0 && pooled_width > 0,
-              "roi_align: output size must be positive, got (", pooled_height, ", ", pooled_width,
-              ")");
-}
-
 // Both kernels work channels-last: the four neighbours of a sample are then four contiguous
 // runs of C values, so the innermost loop runs over channels and vectorises, and the per-RoI
 // samples are computed once for all channels.
@@ -135,16 +122,12 @@ void check_common(const at::Tensor& rois, const at::Tensor& ref, const char* ref
 at::Tensor roi_align_forward_cpu(const at::Tensor& input, const at::Tensor& rois,
                                  double spatial_scale, int64_t pooled_height,
                                  int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
-  TORCH_CHECK(input.dim() == 4, "roi_align: input must have shape (N, C, H, W), got ",
-              input.sizes());
-  check_common(rois, input, "input", pooled_height, pooled_width);
+  checks::roi_align_forward(input, rois, pooled_height, pooled_width, checks::Backend::kCPU);
   const int64_t num_rois = rois.size(0), channels = input.size(1);
   const int64_t height = input.size(2), width = input.size(3);
   if (num_rois == 0 || channels == 0) {
     return at::zeros({num_rois, channels, pooled_height, pooled_width}, input.options());
   }
-  TORCH_CHECK(height > 0 && width > 0,
-              "roi_align: input must have H, W > 0 when there are RoIs, got ", input.sizes());
 
   const at::Tensor in = input.permute({0, 2, 3, 1}).contiguous();  // (N, H, W, C)
   const at::Tensor rs = rois.contiguous();
@@ -194,14 +177,8 @@ at::Tensor roi_align_backward_cpu(const at::Tensor& grad, const at::Tensor& rois
                                   int64_t pooled_width, int64_t batch_size, int64_t channels,
                                   int64_t height, int64_t width, int64_t sampling_ratio,
                                   bool aligned) {
-  check_common(rois, grad, "grad", pooled_height, pooled_width);
-  TORCH_CHECK(grad.dim() == 4 && grad.size(0) == rois.size(0) && grad.size(1) == channels &&
-                  grad.size(2) == pooled_height && grad.size(3) == pooled_width,
-              "roi_align backward: grad must have shape (R, C, PH, PW) = (", rois.size(0), ", ",
-              channels, ", ", pooled_height, ", ", pooled_width, "), got ", grad.sizes());
-  TORCH_CHECK(batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0,
-              "roi_align backward: input size must be non-negative, got (", batch_size, ", ",
-              channels, ", ", height, ", ", width, ")");
+  checks::roi_align_backward(grad, rois, pooled_height, pooled_width, batch_size, channels,
+                             height, width, checks::Backend::kCPU);
   const int64_t num_rois = rois.size(0);
   if (num_rois == 0 || batch_size * channels * height * width == 0) {
     return at::zeros({batch_size, channels, height, width}, grad.options());

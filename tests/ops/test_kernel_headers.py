@@ -1,5 +1,6 @@
-"""The shared kernel headers (csrc/common) compile on their own for the host, and for the device
-wherever nvcc exists: the CPU kernels use them, and the CUDA kernels must be able to."""
+"""The shared kernel headers (csrc/common) compile on their own for the host, and the math ones
+for the device wherever nvcc exists: the CPU kernels use them, and the CUDA kernels must be able
+to. The argument checks (op_checks.h) are host code on ATen types."""
 import os
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CSRC = os.path.join(ROOT, "csrc")
 HEADERS = sorted(f for f in os.listdir(os.path.join(CSRC, "common")) if f.endswith(".h"))
+ATEN_HEADERS = {"op_checks.h"}  # need torch's include paths
 
 # Instantiates every helper for float and double in a kernel.
 _DEVICE_USE = r"""
@@ -49,8 +51,13 @@ def test_header_compiles_alone_on_the_host(header, tmp_path):
         pytest.skip("no C++ compiler")
     src = tmp_path / "one.cpp"
     src.write_text(f'#include "common/{header}"\n')
-    subprocess.run([cxx, "-std=c++17", "-fsyntax-only", "-I", CSRC, str(src)], check=True,
-                   capture_output=True, text=True)
+    includes = ["-I", CSRC]
+    if header in ATEN_HEADERS:
+        from torch.utils.cpp_extension import include_paths
+        includes += [arg for path in include_paths() for arg in ("-I", path)]
+    done = subprocess.run([cxx, "-std=c++17", "-fsyntax-only", *includes, str(src)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.mark.slow
