@@ -155,6 +155,7 @@ def _op_args(case, groups=1):
             *case["stride"], *case["padding"], *case["dilation"], groups, og)
 
 
+@pytest.mark.slow  # torch.library.opcheck: fake tensors, autograd and AOT dispatch checks
 @pytest.mark.parametrize("use_mask", [True, False])
 def test_opcheck(use_mask):
     case = make_case(n=1, c_in=4, c_out=2, h=5, w=5, og=2, groups=2, use_mask=use_mask,
@@ -168,6 +169,7 @@ def test_opcheck(use_mask):
     torch.library.opcheck(torch.ops.dcn_det._deform_conv2d_backward.default, (grad_out, *plain))
 
 
+@pytest.mark.slow  # torch.compile
 def test_torch_compile_fullgraph_aot_eager():
     """backend="aot_eager": traces through the fake kernels and the autograd formula."""
     torch._dynamo.reset()

@@ -328,6 +328,7 @@ def test_gradcheck(og, stride):
                                     eps=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow  # torch.library.opcheck: fake tensors, autograd and AOT dispatch checks
 def test_opcheck():
     case = make_case(n=1, c=4, h=6, w=5, og=2, stride=(2, 1), dtype=torch.float32)
     x, off = case["input"].requires_grad_(), case["offset"].requires_grad_()
@@ -347,6 +348,7 @@ def _random_module(channels=4, og=2, stride=2):
     return module
 
 
+@pytest.mark.slow  # torch.compile
 def test_torch_compile_fullgraph_aot_eager():
     """backend="aot_eager": traces through the fake kernels and the autograd formula."""
     torch._dynamo.reset()

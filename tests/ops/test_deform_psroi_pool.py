@@ -175,6 +175,7 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(lambda a: deform_psroi_pool(a, rois, None, **kw), (x,))
 
 
+@pytest.mark.slow  # torch.library.opcheck: fake tensors, autograd and AOT dispatch checks
 def test_opcheck():
     x, rois, off, kw = _gradcheck_case()
     args = tuple(kw[k] for k in ("spatial_scale", "output_dim", "group_size", "pooled_size"))

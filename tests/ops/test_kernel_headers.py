@@ -44,7 +44,10 @@ def _nvcc():
     return candidate if os.path.exists(candidate) else shutil.which("nvcc")
 
 
-@pytest.mark.parametrize("header", HEADERS)
+# Parsing ATen's headers takes seconds: those run with the slow tests (the extension's build
+# compiles them anyway).
+@pytest.mark.parametrize("header", [pytest.param(h, marks=[pytest.mark.slow] if h in ATEN_HEADERS
+                                                 else []) for h in HEADERS])
 def test_header_compiles_alone_on_the_host(header, tmp_path):
     cxx = shutil.which("g++") or shutil.which("c++")
     if cxx is None:

@@ -5,7 +5,7 @@ op's own test file.)"""
 import pytest
 import torch
 
-import dcn_det.ops  # noqa: F401  (registers torch.ops.dcn_det)
+import dcn_det.ops  # noqa: F401  registers torch.ops.dcn_det
 
 OPS = torch.ops.dcn_det
 ROIS = torch.tensor([[0, 0.0, 0.0, 3.0, 3.0]])

@@ -144,6 +144,7 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(lambda t: roi_align(t, rois, (2, 3), 1.0, 2, False), (x,))
 
 
+@pytest.mark.slow  # torch.library.opcheck: fake tensors, autograd and AOT dispatch checks
 def test_opcheck():
     x = torch.randn(2, 3, 6, 7, requires_grad=True)
     rois = _random_rois(6, 2, 6, 7, 0.5, dtype=torch.float32)
