@@ -98,6 +98,55 @@ def _write_all(fd: int, chunks: Iterable[Buffer]) -> None:
             view = view[os.write(fd, view):]
 
 
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_error(e: OSError, what: str, name: str, folder: str) -> "WriteError":
+    """``e`` as the one-line :class:`WriteError` naming the file and folder, with the errno of
+    ``e`` (EIO when it has none)."""
+    reason = e.strerror or str(e) or type(e).__name__
+    err = WriteError(f"cannot write {what} {name} to {folder}: {reason}")
+    err.errno = e.errno if e.errno is not None else errno.EIO
+    return err
+
+
+@contextlib.contextmanager
+def _replacing(path: str, root: Optional[str], what: str, suffix: str = "") -> Iterator[str]:
+    """The steps every writer shares (module docstring): yields a fresh temporary path beside
+    ``path``; after the block, gives it the usual permissions, fsyncs it, renames it over
+    ``path`` and fsyncs the folder. An ``OSError`` becomes a :class:`WriteError`; whatever
+    the block raises, the temporary file is removed."""
+    _check_folders(path, root)
+    folder = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)
+    tmp = None
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{name}.", suffix=suffix, dir=folder)
+        os.close(fd)
+        yield tmp
+        os.chmod(tmp, _FILE_MODE)
+        _fsync_file(tmp)
+        if os.path.islink(path):
+            logger.warning("replacing the symlink %s (to %s) with a regular file", path,
+                           os.path.realpath(path))
+        os.replace(tmp, path)
+        tmp = None
+        _fsync_folder(folder)
+    except WriteError:
+        raise
+    except OSError as e:
+        raise _write_error(e, what, name, folder) from e
+    finally:
+        if tmp is not None:
+            _remove_quietly(tmp)
+
+
 def write_chunks(path: str, chunks: Iterable[Buffer], *, root: Optional[str] = None,
                  what: str = "file") -> str:
     """Writes the concatenation of ``chunks`` to ``path`` atomically (folders are created).
@@ -115,83 +164,28 @@ def write_chunks(path: str, chunks: Iterable[Buffer], *, root: Optional[str] = N
     Raises:
         WriteError: ``"cannot write <what> <name> to <folder>: <reason>"``, or a refused link.
     """
-    _check_folders(path, root)
-    folder = os.path.dirname(os.path.abspath(path))
-    name = os.path.basename(path)
-    tmp = None
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{name}.", dir=folder)
+    with _replacing(path, root, what) as tmp:
+        fd = os.open(tmp, os.O_WRONLY)
         try:
-            if hasattr(os, "fchmod"):
-                os.fchmod(fd, _FILE_MODE)
             _write_all(fd, chunks)
-            os.fsync(fd)
         finally:
             os.close(fd)
-        if os.path.islink(path):
-            logger.warning("replacing the symlink %s (to %s) with a regular file", path,
-                           os.path.realpath(path))
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_folder(folder)
-    except WriteError:
-        raise
-    except OSError as e:
-        raise _write_error(e, what, name, folder) from e
-    finally:
-        if tmp is not None:
-            _remove_quietly(tmp)
     return path
-
-
-def _write_error(e: OSError, what: str, name: str, folder: str) -> "WriteError":
-    """``e`` as the one-line :class:`WriteError` naming the file and folder, with the errno of
-    ``e`` (EIO when it has none)."""
-    reason = e.strerror or str(e) or type(e).__name__
-    err = WriteError(f"cannot write {what} {name} to {folder}: {reason}")
-    err.errno = e.errno if e.errno is not None else errno.EIO
-    return err
 
 
 @contextlib.contextmanager
 def temp_path_for(path: str, *, root: Optional[str] = None,
                   what: str = "file") -> Iterator[str]:
     """For writers that need a file name (OpenCV's ``VideoWriter``): yields a fresh temporary
-    path beside ``path`` with the same extension; after the block it is fsync'ed and renamed
-    over ``path``, as :func:`write_chunks` does. If the block raises, the temporary file is
-    removed and nothing replaces ``path``.
+    path beside ``path`` with the same extension; after the block it replaces ``path`` as
+    :func:`write_chunks` does. If the block raises, the temporary file is removed and nothing
+    replaces ``path``.
 
     Raises:
         WriteError: as :func:`write_chunks` (an ``OSError`` in the block included).
     """
-    _check_folders(path, root)
-    folder = os.path.dirname(os.path.abspath(path))
-    name = os.path.basename(path)
-    tmp = None
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{name}.",
-                                   suffix=os.path.splitext(name)[1], dir=folder)
-        os.close(fd)
+    with _replacing(path, root, what, suffix=os.path.splitext(path)[1]) as tmp:
         yield tmp
-        if hasattr(os, "chmod"):
-            os.chmod(tmp, _FILE_MODE)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_folder(folder)
-    except WriteError:
-        raise
-    except OSError as e:
-        raise _write_error(e, what, name, folder) from e
-    finally:
-        if tmp is not None:
-            _remove_quietly(tmp)
 
 
 def write_bytes(path: str, data: Buffer, *, root: Optional[str] = None,

@@ -15,7 +15,8 @@ from dcn_det.cli import run_main
 from dcn_det.config import load_config, override_config
 from dcn_det.engine.resume import load_resume_state
 from dcn_det.io import atomic
-from dcn_det.io.atomic import WriteError, save_torch, write_bytes, write_json, write_text
+from dcn_det.io.atomic import (WriteError, save_torch, temp_path_for, write_bytes, write_json,
+                              write_text)
 from dcn_det.io.checkpoint import CheckpointError, Checkpointer, load_file
 from dcn_det.io.checksum import MAGIC, TRAILER_SIZE, verify
 from dcn_det.io.model_file import export_inference_file, read_model_file
@@ -293,12 +294,20 @@ def _png(path, root=None):
     return save_png(path, np.zeros((4, 5, 3), np.uint8), root=root)
 
 
+def _by_name(path, root=None):
+    # temp_path_for: a writer that opens the file by name (OpenCV's VideoWriter)
+    with temp_path_for(path, root=root) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(b"new")
+
+
 WRITERS = {
     "text": lambda p, root=None: write_text(p, "new\n", root=root),
     "json": lambda p, root=None: write_json(p, {"a": 1}, root=root),
     "bytes": lambda p, root=None: write_bytes(p, b"new", root=root),
     "torch": lambda p, root=None: save_torch(p, {"a": torch.ones(1)}, root=root),
     "png": lambda p, root=None: _png(p, root=root),
+    "by name": _by_name,
 }
 
 
