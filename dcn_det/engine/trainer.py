@@ -171,12 +171,14 @@ def train(cfg: Config, resume: str = "auto", final_eval: bool = True) -> Dict[st
         torch.use_deterministic_algorithms(True)
     seed_all(cfg.runtime.seed + rank)
 
-    model = build_model(cfg.model).to(device)
+    checkpointer = Checkpointer(out, cfg.solver.keep_last)
+    state = load_resume_state(checkpointer, resume, cfg)
+    # A resumed run's weights all come from its checkpoint: the backbone's pretrained file is
+    # not read (it may have moved since the run started).
+    model = build_model(cfg.model, with_pretrained=state is None).to(device)
     optimizer = build_optimizer(model, cfg.solver)
     scheduler = build_lr_scheduler(optimizer, cfg.solver)
     scaler = torch.amp.GradScaler("cuda") if cfg.solver.amp and device.type == "cuda" else None
-    checkpointer = Checkpointer(out, cfg.solver.keep_last)
-    state = load_resume_state(checkpointer, resume, cfg)
     if state is None and cfg.model.weights:
         # Detector weights only initialise a fresh run; a resumed run continues its checkpoint.
         load_detector_weights(model, cfg.model.weights, format=cfg.model.weights_format,

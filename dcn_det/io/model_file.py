@@ -185,6 +185,6 @@ def build_inference_model(cfg: Config, state_dict: Dict[str, torch.Tensor],
     """
     from dcn_det.modeling import build_model
 
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, with_pretrained=False)  # every weight comes from the file
     model.load_state_dict(state_dict, strict=True)
     return model.to(device).eval()

@@ -12,21 +12,24 @@ FPN_RPN_FEATURES = ("p2", "p3", "p4", "p5", "p6")
 FPN_HEAD_FEATURES = ("p2", "p3", "p4", "p5")
 
 
-def build_model(cfg_model) -> TwoStageDetector:
+def build_model(cfg_model, with_pretrained: bool = True) -> TwoStageDetector:
     """Builds the detector described by a ``ModelConfig``.
 
     Args:
         cfg_model: ``cfg.model`` (num_classes, pixel stats, backbone, neck, rpn, head); the
             neck's type makes it single-scale or FPN, the head section's ``type`` R-FCN or
             Faster R-CNN.
+        with_pretrained: load ``model.backbone.pretrained`` into the backbone; False when a
+            state dict replaces every weight right after (a resumed run, an inference
+            file), so that file is not needed where it is not used.
 
     Returns:
         A :class:`TwoStageDetector` in training mode.
     """
     if cfg_model.neck.type == "fpn":
-        return _build_fpn(cfg_model)
+        return _build_fpn(cfg_model, with_pretrained)
     backbone = build_backbone(cfg_model.backbone, pixel_mean=cfg_model.pixel_mean,
-                              pixel_std=cfg_model.pixel_std)
+                              pixel_std=cfg_model.pixel_std, with_pretrained=with_pretrained)
     r, h = cfg_model.rpn, cfg_model.head
     if r.type != "c4" or h.type == "fast_rcnn_fpn":
         raise ValueError(f"model.neck.type 'none' needs model.rpn.type 'c4' and an rfcn or "
@@ -51,14 +54,15 @@ def build_model(cfg_model) -> TwoStageDetector:
         head_in_feature=h.in_feature)
 
 
-def _build_fpn(cfg_model) -> TwoStageDetector:
+def _build_fpn(cfg_model, with_pretrained: bool) -> TwoStageDetector:
     """The FPN detector: ResNet res2-res5 -> FPN P2-P6 -> RPN on P2-P6 -> head on P2-P5."""
     r, h = cfg_model.rpn, cfg_model.head
     if r.type != "fpn" or h.type != "fast_rcnn_fpn":
         raise ValueError(f"model.neck.type 'fpn' needs model.rpn.type 'fpn' and model.head.type "
                          f"'fast_rcnn_fpn', got rpn {r.type!r}, head {h.type!r}")
     backbone = build_backbone(cfg_model.backbone, pixel_mean=cfg_model.pixel_mean,
-                              pixel_std=cfg_model.pixel_std, out_features=FPN_IN_FEATURES)
+                              pixel_std=cfg_model.pixel_std, out_features=FPN_IN_FEATURES,
+                              with_pretrained=with_pretrained)
     neck = FPN(in_channels=[backbone.out_channels[n] for n in FPN_IN_FEATURES],
                in_strides=[backbone.out_strides[n] for n in FPN_IN_FEATURES],
                out_channels=cfg_model.neck.out_channels)

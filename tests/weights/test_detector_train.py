@@ -3,10 +3,12 @@ continues its own checkpoint, as in detectron2); the config fields."""
 import os
 
 import pytest
+import torch
 
 import dcn_det.engine.trainer as trainer
 from dcn_det.config import ConfigError, load_config
 from dcn_det.io import atomic_save
+from dcn_det.io.checkpoint import load_file
 from dcn_det.modeling import build_model
 from tests.weights import writers as W
 
@@ -49,3 +51,33 @@ def test_weights_config_fields():
         load_config(TINY, ["model.weights_format=detectron2"])
     with pytest.raises(ConfigError, match="weights_min_fill"):
         load_config(TINY, ["model.weights_min_fill=2"])
+
+
+@pytest.mark.slow  # two in-process trainings of one iteration
+def test_backbone_pretrained_file_is_read_only_by_a_fresh_run(tmp_path):
+    """A run resumes, and its models load, after the backbone's pretrained file is gone:
+    their weights all come from the checkpoint."""
+    from dcn_det.io.model_file import build_inference_model, export_inference_file, \
+        read_model_file
+
+    backbone = build_model(load_config(TINY).model).backbone
+    pretrained = tmp_path / "backbone.pth"
+    torch.save(backbone.state_dict(), pretrained)
+    out = str(tmp_path / "run")
+    common = [f"runtime.output_dir={out}", f"model.backbone.pretrained={pretrained}",
+              "solver.checkpoint_period=0", "solver.warmup_iters=1", "runtime.log_period=0"]
+    trainer.train(load_config(TINY, common + ["solver.max_iter=1"]), resume="auto",
+                  final_eval=False)
+    os.remove(pretrained)
+    with pytest.raises(FileNotFoundError, match="backbone.pth"):  # a fresh run needs it
+        build_model(load_config(TINY, common).model)
+    trainer.train(load_config(TINY, common + ["solver.max_iter=2"]), resume="auto",
+                  final_eval=False)
+    final = os.path.join(out, "checkpoints", "model_final.pth")
+    assert load_file(final)["iteration"] == 2
+    deploy = export_inference_file(final, str(tmp_path / "deploy.pth"))
+    for path in (final, deploy):
+        cfg, state, _ = read_model_file(path)
+        assert cfg.model.backbone.pretrained == str(pretrained)
+        model = build_inference_model(cfg, state)
+        assert not model.training

@@ -12,7 +12,8 @@ OUT_FEATURES = ("res4", "res5")
 
 def build_backbone(cfg_backbone, pixel_mean: Optional[Sequence[float]] = None,
                    pixel_std: Optional[Sequence[float]] = None,
-                   out_features: Sequence[str] = OUT_FEATURES) -> ResNet:
+                   out_features: Sequence[str] = OUT_FEATURES,
+                   with_pretrained: bool = True) -> ResNet:
     """Builds the ResNet a BackboneConfig describes, loading pretrained weights if it names any.
 
     Args:
@@ -26,6 +27,8 @@ def build_backbone(cfg_backbone, pixel_mean: Optional[Sequence[float]] = None,
             other values.
         out_features: the stages returned: ``("res4", "res5")`` for the single-scale
             detectors, ``("res2", "res3", "res4", "res5")`` for FPN.
+        with_pretrained: load ``pretrained``; False when every weight comes from elsewhere
+            (a checkpoint being resumed, an inference file), so the file is not read at all.
 
     Returns:
         A ResNet returning ``out_features``, with ``out_channels`` and ``out_strides``.
@@ -46,7 +49,7 @@ def build_backbone(cfg_backbone, pixel_mean: Optional[Sequence[float]] = None,
         out_features=tuple(out_features),
         stem_pool=cfg_backbone.stem_pool,
     )
-    if cfg_backbone.pretrained:
+    if cfg_backbone.pretrained and with_pretrained:
         report = load_pretrained(model, cfg_backbone.pretrained,
                                  format=cfg_backbone.pretrained_format,
                                  min_fill=cfg_backbone.pretrained_min_fill)
