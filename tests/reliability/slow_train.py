@@ -38,10 +38,10 @@ if os.environ.get("SLOW_SAVE"):
 if os.environ.get("SLOW_BUILD"):
     _build = trainer.build_model
 
-    def _slow_build(cfg):
+    def _slow_build(cfg, **kwargs):
         print("building", flush=True)
         time.sleep(30.0)
-        return _build(cfg)
+        return _build(cfg, **kwargs)
 
     trainer.build_model = _slow_build
 
