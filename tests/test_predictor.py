@@ -13,6 +13,7 @@ from dcn_det.predictor import Predictor
 from dcn_det.visualization import class_color, draw_detections, save_png
 from dcn_det.io.checkpoint import CheckpointError
 from dcn_det.io.model_file import FORMAT, export_inference_file, load_inference_file
+from tests.engine.conftest import run_tool
 from tests.test_export import NAMES, TinyDetector, real_checkpoint, real_tiny_model, tiny_config
 
 
@@ -190,16 +191,13 @@ def test_predictor_refuses_bad_files(tmp_path, real):
         Predictor(str(path))
 
 
-def _run(script, *args):
-    from tests.engine.conftest import run_tool
-    return run_tool(script[:-len(".py")], *args, check=False)
 
 
 @pytest.mark.slow  # the export and infer commands
 def test_export_and_infer_tools_write_pngs(tmp_path, real):
     _, _, ckpt, _, _ = real
     model_file = str(tmp_path / "exported.pth")
-    r = _run("export.py", "--checkpoint", ckpt, "--output", model_file)
+    r = run_tool("export", "--checkpoint", ckpt, "--output", model_file, check=False)
     assert r.returncode == 0, r.stderr
     assert model_file in r.stdout and load_inference_file(model_file)["format"] == FORMAT
     images = tmp_path / "images"
@@ -208,8 +206,8 @@ def test_export_and_infer_tools_write_pngs(tmp_path, real):
         cv2.imwrite(str(images / name), random_image(70 + 10 * i, 100, seed=i))
     (images / "notes.txt").write_text("not an image")
     out = tmp_path / "out"
-    r = _run("infer.py", "--model", model_file, "--input", str(images), "--output-dir", str(out),
-             "--score-thresh", "0.0")
+    r = run_tool("infer", "--model", model_file, "--input", str(images), "--output-dir",
+                 str(out), "--score-thresh", "0.0", check=False)
     assert r.returncode == 0, r.stderr
     assert sorted(os.listdir(out)) == ["a.png", "a_png.png", "b.png", "detections.json"]
     records = json.loads((out / "detections.json").read_text())
@@ -221,21 +219,21 @@ def test_export_and_infer_tools_write_pngs(tmp_path, real):
         assert drawn.shape == orig.shape and str(out / name) in r.stdout
     # With score threshold 0 every image has detections, so the drawing changed pixels.
     assert not np.array_equal(cv2.imread(str(out / "b.png")), cv2.imread(str(images / "b.png")))
-    r = _run("infer.py", "--model", str(tmp_path / "missing.pth"), "--input", str(images),
-             "--output-dir", str(out))
+    r = run_tool("infer", "--model", str(tmp_path / "missing.pth"), "--input", str(images),
+                 "--output-dir", str(out), check=False)
     assert r.returncode == 2 and "missing.pth" in r.stderr and "Traceback" not in r.stderr
     # a video: a drawn video and per-frame JSON; a broken one: one line naming it, exit 2
     from tests.test_inference import read_video, write_video
     clip = write_video(tmp_path / "clip.mp4", frames=4, size=(80, 64), fps=12.0)
-    r = _run("infer.py", "--model", model_file, "--input", clip, "--output-dir",
-             str(tmp_path / "vid"), "--score-thresh", "0.0")
+    r = run_tool("infer", "--model", model_file, "--input", clip, "--output-dir",
+                 str(tmp_path / "vid"), "--score-thresh", "0.0", check=False)
     assert r.returncode == 0, r.stderr
     frames, fps = read_video(tmp_path / "vid" / "clip.mp4")
     assert len(frames) == 4 and frames[0].shape == (64, 80, 3) and fps == pytest.approx(12.0)
     assert json.loads((tmp_path / "vid" / "clip.json").read_text())["num_frames"] == 4
     (tmp_path / "bad.mp4").write_bytes(b"not a video at all")
-    r = _run("infer.py", "--model", model_file, "--input", str(tmp_path / "bad.mp4"),
-             "--output-dir", str(tmp_path / "vid2"))
+    r = run_tool("infer", "--model", model_file, "--input", str(tmp_path / "bad.mp4"),
+                 "--output-dir", str(tmp_path / "vid2"), check=False)
     assert r.returncode == 2 and "bad.mp4" in r.stderr and "Traceback" not in r.stderr
 
 

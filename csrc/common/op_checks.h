@@ -114,13 +114,12 @@ inline ConvShape deform_conv2d(const at::Tensor& input, const at::Tensor& weight
   return s;
 }
 
-// The incoming gradient of deform_conv2d's backward: the output's shape, dtype and device.
+// The incoming gradient of deform_conv2d's backward: the output's shape
+// (N, C_out, H_out, W_out), dtype and device.
 inline void deform_conv2d_grad(const at::Tensor& grad_output, const at::Tensor& input,
-                               const ConvShape& s) {
-  const std::vector<int64_t> out_shape = {s.n, s.c_out, s.h_out, s.w_out};
-  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef(out_shape),
-              "deform_conv2d backward: grad_output must be ", at::IntArrayRef(out_shape), ", got ",
-              grad_output.sizes());
+                               at::IntArrayRef out_shape) {
+  TORCH_CHECK(grad_output.sizes() == out_shape, "deform_conv2d backward: grad_output must be ",
+              out_shape, ", got ", grad_output.sizes());
   like("deform_conv2d backward", "grad_output", grad_output, "input", input);
 }
 

@@ -355,8 +355,7 @@ deform_conv2d_backward_cpu(const at::Tensor& grad_output_, const at::Tensor& inp
                            int64_t dil_w, int64_t groups, int64_t offset_groups) {
   const Geometry G = check_args(input_, weight_, offset_, mask_, bias_, stride_h, stride_w, pad_h,
                                 pad_w, dil_h, dil_w, groups, offset_groups);
-  const checks::ConvShape shape{G.n, G.c_in, G.h, G.w, G.c_out, G.kh, G.kw, G.h_out, G.w_out};
-  checks::deform_conv2d_grad(grad_output_, input_, shape);
+  checks::deform_conv2d_grad(grad_output_, input_, {G.n, G.c_out, G.h_out, G.w_out});
   const bool has_mask = mask_.has_value() && mask_->defined();
   const bool has_bias = bias_.has_value() && bias_->defined();
   const at::Tensor input = input_.contiguous(), offset = offset_.contiguous();

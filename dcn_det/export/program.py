@@ -6,12 +6,13 @@ image: a uint8 ``(3, H, W)`` RGB tensor that is already resized (the Predictor's
 scores (D,), labels (D,) int64)``. Normalisation (pixel mean/std) and padding to the size
 divisibility happen inside. Mapping boxes back to the original image is the caller's job
 (multiply by the size ratios). H and W are dynamic (``torch.export.Dim``, :func:`min_side`
-(32; 65 for FPN) to 4096) unless ``dynamic_size=False``; D is data-dependent (score threshold and NMS), which ``torch.export``
-represents with unbacked sizes. So the model code on that path must never branch in Python on
-a data-dependent size (use ``guard_or_false``) nor turn the image size into a Python ``int``
-(that fixes H and W); the ``dcn_det`` ops all have fake kernels (``nms`` allocates a
-data-dependent output). Batches of several images are not exported: the detector takes a
-Python list of differently sized images, which a program cannot.
+(32; 65 for FPN) to 4096) unless ``dynamic_size=False``; D is data-dependent (score threshold
+and NMS), which ``torch.export`` represents with unbacked sizes. So the model code on that
+path must never branch in Python on a data-dependent size (use ``guard_or_false``) nor turn
+the image size into a Python ``int`` (that fixes H and W); the ``dcn_det`` ops all have fake
+kernels (``nms`` allocates a data-dependent output). Batches of several images are not
+exported: the detector takes a Python list of differently sized images, which a program
+cannot.
 
 A saved program calls the ``dcn_det`` operators, so loading it needs them registered:
 :func:`load_program` imports them first.
@@ -65,7 +66,9 @@ def min_side(model: nn.Module) -> int:
     return max([MIN_SIDE] + [int(s) + 1 for s in strides.values()])
 
 
-def _check_example(model: nn.Module, image: torch.Tensor) -> None:
+def _check_example(model: nn.Module, image: torch.Tensor) -> int:
+    """Refuses a model in training mode or an example image export cannot take; returns the
+    smallest side a dynamic-size program of ``model`` accepts (:func:`min_side`)."""
     if model.training:
         raise ValueError("export needs the model in eval mode (call model.eval()); the training "
                          "forward returns losses")
@@ -78,6 +81,7 @@ def _check_example(model: nn.Module, image: torch.Tensor) -> None:
     if not (lo <= image.shape[1] <= MAX_SIDE and lo <= image.shape[2] <= MAX_SIDE):
         raise ValueError(f"example_image sides must be in [{lo}, {MAX_SIDE}], got "
                          f"{tuple(image.shape[1:])}")
+    return lo
 
 
 def export_program(model: nn.Module, example_image: torch.Tensor, output: Optional[str] = None,
@@ -99,10 +103,9 @@ def export_program(model: nn.Module, example_image: torch.Tensor, output: Option
         torch export errors: when an op on the path cannot be traced (propagated unchanged,
             they name the op and the source line).
     """
-    _check_example(model, example_image)
+    lo = _check_example(model, example_image)
     dynamic_shapes = None
     if dynamic_size:
-        lo = min_side(model)
         h = torch.export.Dim("height", min=lo, max=MAX_SIDE)
         w = torch.export.Dim("width", min=lo, max=MAX_SIDE)
         dynamic_shapes = {"image": {1: h, 2: w}}

@@ -1,11 +1,10 @@
-"""The engine tests' tiny R-FCN-DCN config (tiny.yaml, trains in seconds on the CPU) and two
-runners of the command-line tools: in a subprocess, and in this process."""
+"""The engine tests' tiny R-FCN-DCN config (tiny.yaml, trains in seconds on the CPU) and a
+runner of the command-line tools in this process."""
 import contextlib
 import importlib
 import io
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -21,24 +20,12 @@ def tiny_config():
     return TINY_CONFIG
 
 
-def tool(name, *args, timeout=240, check=True, **popen):
-    """Runs ``tools/<name>.py`` in a subprocess; returns the CompletedProcess."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", f"{name}.py"), *args],
-                          capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT,
-                          **popen)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"tools/{name}.py failed ({proc.returncode}):\n{proc.stdout[-3000:]}"
-                             f"\n{proc.stderr[-3000:]}")
-    return proc
-
-
 def run_tool(name, *args, check=True) -> subprocess.CompletedProcess:
-    """Runs the console command ``dcn_det.tools.<name>.run`` in this process, as
-    :func:`tool` runs its script in a subprocess (one intra-op thread, same exit code and
-    output); for tests where the process itself (signals, a crash) is not what is tested.
-    Starting an interpreter costs seconds here; the scripts themselves are run by
-    ``tests/test_commands.py``."""
+    """Runs the console command ``dcn_det.tools.<name>.run`` in this process with one intra-op
+    thread, as ``tools/<name>.py`` would run (same exit code and output), and returns what it
+    printed as a CompletedProcess. For tests where the process itself (signals, a crash) is
+    not what is tested: starting an interpreter costs seconds here. The scripts themselves are
+    run by ``tests/test_commands.py``."""
     module = importlib.import_module(f"dcn_det.tools.{name}")
     out, err = io.StringIO(), io.StringIO()
     threads = torch.get_num_threads()

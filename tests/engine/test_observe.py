@@ -148,9 +148,9 @@ def test_a_crash_leaves_its_traceback_in_log_txt(tiny_config, tmp_path, monkeypa
 
 @pytest.mark.slow  # the train and test commands
 def test_user_errors_stay_one_line_but_the_log_files_get_the_traceback(tiny_config, tmp_path):
-    from .conftest import run_tool as tool
+    from .conftest import run_tool
     out = str(tmp_path / "run")
-    proc = tool("train", "--config", tiny_config, "--output-dir", out, "--resume",
+    proc = run_tool("train", "--config", tiny_config, "--output-dir", out, "--resume",
                 str(tmp_path / "no_such.pth"), check=False)
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -160,7 +160,7 @@ def test_user_errors_stay_one_line_but_the_log_files_get_the_traceback(tiny_conf
     assert "training stopped by" in log and "no_such.pth" in log
     assert "Traceback (most recent call last)" in log
     test_out = str(tmp_path / "test")
-    proc = tool("test", "--config", tiny_config, "--checkpoint", str(tmp_path / "none.pth"),
+    proc = run_tool("test", "--config", tiny_config, "--checkpoint", str(tmp_path / "none.pth"),
                 "--output-dir", test_out, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
     log = open(os.path.join(test_out, "test_log.txt"), encoding="utf-8").read()

@@ -29,7 +29,7 @@ import torch
 import yaml
 
 from dcn_det.config import load_config
-from dcn_det.export import export_program, load_program, min_side, program_to_onnx
+from dcn_det.export import MIN_SIDE, export_program, load_program, min_side, program_to_onnx
 from dcn_det.modeling import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -96,7 +96,7 @@ def reduced_model(rel: str):
 def images(model) -> List[torch.Tensor]:
     gen = torch.Generator().manual_seed(2)
     return [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen)
-            for h, w in (SIZES_FPN if min_side(model) > SIZES[1][1] else SIZES)]
+            for h, w in (SIZES_FPN if min_side(model) > MIN_SIDE else SIZES)]
 
 
 def assert_same_detections(got, want: Dict[str, torch.Tensor], what: str) -> None:

@@ -435,17 +435,17 @@ def test_disk_full_names_the_folder_and_leaves_no_partial_file(tmp_path, cfg, mo
 
 @pytest.mark.slow  # trains the tiny model
 def test_train_skips_a_flipped_final_cleans_temporaries_and_refuses_wrong_files(tmp_path):
-    from tests.engine.conftest import run_tool as tool
+    from tests.engine.conftest import run_tool
     out = str(tmp_path / "run")
     short = ["--set", "solver.max_iter=10"]
-    tool("train", "--config", TINY_CONFIG, "--output-dir", out, *short)
+    run_tool("train", "--config", TINY_CONFIG, "--output-dir", out, *short)
     folder = os.path.join(out, "checkpoints")
     final = os.path.join(folder, "model_final.pth")
     deploy = export_inference_file(final, str(tmp_path / "deploy.pth"))
     flip(final, "middle")
     open(os.path.join(folder, ".tmp_model_0000009.pth.x1y2z3"), "wb").write(b"half")
 
-    proc = tool("train", "--config", TINY_CONFIG, "--output-dir", out, *short)
+    proc = run_tool("train", "--config", TINY_CONFIG, "--output-dir", out, *short)
     lines = proc.stdout.splitlines()
     skipped = [ln for ln in lines if "skipping unusable checkpoint" in ln]
     assert len(skipped) == 1 and "model_final.pth" in skipped[0] and "corrupt" in skipped[0]
@@ -459,7 +459,7 @@ def test_train_skips_a_flipped_final_cleans_temporaries_and_refuses_wrong_files(
                         (["--set", "model.backbone.depth=34"],
                          ["model_final.pth", "model.backbone.depth: 18 in the checkpoint, 34 "
                           "here"])]:
-        proc = tool("train", "--config", TINY_CONFIG, "--output-dir", out, *args, check=False)
+        proc = run_tool("train", "--config", TINY_CONFIG, "--output-dir", out, *args, check=False)
         err = proc.stderr.strip()
         assert proc.returncode == 2 and len(err.splitlines()) == 1, err
         assert err.startswith("error: cannot resume from") and all(n in err for n in names), err
