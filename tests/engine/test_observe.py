@@ -151,7 +151,7 @@ def test_user_errors_stay_one_line_but_the_log_files_get_the_traceback(tiny_conf
     from .conftest import run_tool
     out = str(tmp_path / "run")
     proc = run_tool("train", "--config", tiny_config, "--output-dir", out, "--resume",
-                str(tmp_path / "no_such.pth"), check=False)
+                    str(tmp_path / "no_such.pth"), check=False)
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("error:") and "no_such.pth" in errors[0]
@@ -161,7 +161,7 @@ def test_user_errors_stay_one_line_but_the_log_files_get_the_traceback(tiny_conf
     assert "Traceback (most recent call last)" in log
     test_out = str(tmp_path / "test")
     proc = run_tool("test", "--config", tiny_config, "--checkpoint", str(tmp_path / "none.pth"),
-                "--output-dir", test_out, check=False)
+                    "--output-dir", test_out, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stdout + proc.stderr
     log = open(os.path.join(test_out, "test_log.txt"), encoding="utf-8").read()
     assert "none.pth" in log and "Traceback (most recent call last)" in log

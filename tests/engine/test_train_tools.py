@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dcn_det.evaluation.metrics_file import read_lines, read_metrics
-from dcn_det.io.checkpoint import load_file
+from dcn_det.io.checkpoint import Checkpointer, load_file
 
 from .conftest import ROOT, run_tool
 
@@ -42,7 +42,7 @@ def test_train_then_test_writes_metrics(tiny_config, tmp_path):
 
     test_out = str(tmp_path / "test")
     proc = run_tool("test", "--config", tiny_config, "--checkpoint",
-                os.path.join(out, "checkpoints", "model_final.pth"), "--output-dir", test_out)
+                    os.path.join(out, "checkpoints", "model_final.pth"), "--output-dir", test_out)
     tested_lines = read_lines(os.path.join(test_out, "metrics.json"))
     assert len(tested_lines) == 1 and tested_lines[0]["iteration"] is None
     assert tested_lines[0]["checkpoint"].endswith("model_final.pth")
@@ -77,15 +77,17 @@ def test_crash_and_resume_gives_the_same_weights(tiny_config, tmp_path):
     p.wait()
     names = sorted(n for n in _ckpts(out) if n.startswith("model_"))
     assert "model_0000009.pth" in names and "model_final.pth" not in names
-    # The newest checkpoint (model_0000009, or a later one if the kill came late) is truncated
-    # as if the crash hit mid-write of a non-atomic save: resuming must skip it and continue
-    # from the one before, and still end with the uninterrupted run's weights.
-    newest, previous = names[-1], names[-2]
+    # The checkpoint a resume tries first is truncated as if the crash hit mid-write of a
+    # non-atomic save: resuming must skip it and continue from the next one, and still end
+    # with the uninterrupted run's weights. Which one comes first depends on when the kill
+    # landed: the newest file (model_0000009, or a later one if the kill came late), or the
+    # one before it if the kill fell between writing the newest and updating last_checkpoint.
+    newest, previous = [os.path.basename(c) for c in Checkpointer(out).candidates()[:2]]
     path = os.path.join(out, "checkpoints", newest)
     data = open(path, "rb").read()
     open(path, "wb").write(data[: len(data) // 3])
     proc = run_tool("train", "--config", tiny_config, "--output-dir", out, "--set",
-                "solver.keep_last=0")
+                    "solver.keep_last=0")
     skipped = [ln for ln in proc.stdout.splitlines() if "skipping unusable checkpoint" in ln]
     resumed = [ln for ln in proc.stdout.splitlines() if "resumed from" in ln]
     assert len(skipped) == 1 and newest in skipped[0], proc.stdout[-3000:]
@@ -104,7 +106,7 @@ def test_truncated_newest_checkpoint_is_skipped(tiny_config, tmp_path):
     data = open(path, "rb").read()
     open(path, "wb").write(data[:100])
     proc = run_tool("train", "--config", tiny_config, "--output-dir", out, "--set",
-                "solver.max_iter=10")
+                    "solver.max_iter=10")
     assert "skipping unusable checkpoint" in proc.stdout and "model_final.pth" in proc.stdout
     # the newest complete periodic checkpoint (iteration 5; none is written at max_iter)
     assert "resumed from" in proc.stdout and "model_0000004.pth" in proc.stdout
@@ -146,7 +148,7 @@ def test_nan_loss_stops_and_names_iteration(tiny_config, tmp_path):
 
 def test_bad_set_key_is_named(tiny_config, tmp_path):
     proc = run_tool("train", "--config", tiny_config, "--output-dir", str(tmp_path / "r"), "--set",
-                "solver.max_itr=5", check=False)
+                    "solver.max_itr=5", check=False)
     assert proc.returncode == 2
     assert "solver.max_itr" in proc.stderr and "max_iter" in proc.stderr
     assert not os.path.exists(tmp_path / "r" / "checkpoints")
@@ -165,12 +167,12 @@ def test_unsafe_checkpoint_is_refused(tiny_config, tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model": _Evil(str(marker)), "config": {}}, path)
     proc = run_tool("test", "--config", tiny_config, "--checkpoint", str(path), "--output-dir",
-                str(tmp_path / "t"), check=False)
+                    str(tmp_path / "t"), check=False)
     assert proc.returncode == 2
     assert "evil.pth" in proc.stderr and "weights_only" in proc.stderr
     assert not marker.exists()
     with open(tmp_path / "evil2.pth", "wb") as f:
         pickle.dump({"model": _Evil(str(marker))}, f)
     proc = run_tool("test", "--config", tiny_config, "--checkpoint", str(tmp_path / "evil2.pth"),
-                "--output-dir", str(tmp_path / "t"), check=False)
+                    "--output-dir", str(tmp_path / "t"), check=False)
     assert proc.returncode == 2 and not marker.exists()
